@@ -1,0 +1,92 @@
+/* sid_log.c - the shim's event log: append-only, thread-safe, timestamps
+ * from CLOCK_MONOTONIC (same clock as Python's time.monotonic_ns()). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "sid_internal.h"
+
+int64_t sid_monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+void sid_log_init(sid_log *log)
+{
+    g_mutex_init(&log->lock);
+    log->events = g_array_new(FALSE, TRUE, sizeof(sid_event));
+    log->fatal_count = 0;
+}
+
+void sid_log_clear(sid_log *log)
+{
+    if (log->events) {
+        g_array_free(log->events, TRUE);
+        log->events = NULL;
+    }
+    g_mutex_clear(&log->lock);
+}
+
+void sid_log_add(sid_log *log, int kind, int display, uint64_t cookie,
+                 int64_t a, int64_t b, int64_t c, int64_t d,
+                 const char *fmt, ...)
+{
+    sid_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.t_ns = sid_monotonic_ns();
+    ev.kind = kind;
+    ev.display = display;
+    ev.cookie = cookie;
+    ev.a = a;
+    ev.b = b;
+    ev.c = c;
+    ev.d = d;
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(ev.text, sizeof(ev.text), fmt, ap);
+        va_end(ap);
+    }
+    g_mutex_lock(&log->lock);
+    g_array_append_val(log->events, ev);
+    if (kind == SID_EV_FATAL) {
+        log->fatal_count++;
+    }
+    g_mutex_unlock(&log->lock);
+    if (kind == SID_EV_WARNING || kind == SID_EV_FATAL) {
+        /* QEMU prints these on stderr too */
+        fprintf(stderr, "sid-shim: %s: %s\n",
+                kind == SID_EV_FATAL ? "FATAL" : "warning", ev.text);
+    }
+}
+
+size_t sid_log_len(sid_log *log)
+{
+    g_mutex_lock(&log->lock);
+    size_t n = log->events->len;
+    g_mutex_unlock(&log->lock);
+    return n;
+}
+
+int sid_log_copy(sid_log *log, size_t index, sid_event *out)
+{
+    int ret = SID_ERR_ARG;
+    g_mutex_lock(&log->lock);
+    if (index < log->events->len) {
+        *out = g_array_index(log->events, sid_event, index);
+        ret = SID_OK;
+    }
+    g_mutex_unlock(&log->lock);
+    return ret;
+}
+
+int sid_log_fatal_count(sid_log *log)
+{
+    g_mutex_lock(&log->lock);
+    int n = log->fatal_count;
+    g_mutex_unlock(&log->lock);
+    return n;
+}

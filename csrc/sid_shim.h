@@ -1,0 +1,112 @@
+/*
+ * sid_shim.h - public API of the QEMU-like spice-server driver ("shim").
+ *
+ * Everything between CDEF-BEGIN and CDEF-END is fed verbatim to
+ * cffi's FFI.cdef() by gen_ffi.py, so keep that part free of preprocessor
+ * directives and of anything cffi's C parser does not understand.
+ *
+ * All functions are thread-safe.  The spice_qxl_* and spice_server_* calls
+ * they lead to are made on the shim's core-loop thread (the equivalent of
+ * QEMU's main loop), whatever thread calls the shim.
+ */
+#ifndef SID_SHIM_H
+#define SID_SHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* CDEF-BEGIN */
+typedef struct sid_server sid_server;
+
+/* Event kinds of the event log. */
+enum {
+    SID_EV_SERVER_STARTED = 1,   /* a = port */
+    SID_EV_SCANOUT = 2,          /* display, a = width, b = height, c = planes, d = fourcc */
+    SID_EV_DRAW = 3,             /* display, cookie, a..d = x, y, w, h */
+    SID_EV_DRAW_DONE = 4,        /* display, cookie, a = latency in ns */
+    SID_EV_WARNING = 5,          /* display, cookie, text */
+    SID_EV_FATAL = 6,            /* display, cookie, text: QEMU would crash here */
+    SID_EV_CLIENT_CONNECT = 7,   /* display, a = first 4 display-cap bytes, via set_client_capabilities */
+    SID_EV_CLIENT_DISCONNECT = 8,/* display, via set_client_capabilities(client_present = 0) */
+    SID_EV_CHANNEL = 9,          /* a = SPICE_CHANNEL_EVENT_*, b = channel type, c = channel id */
+    SID_EV_SERVER_STOPPED = 10
+};
+
+/* Error codes returned by the functions below (negative values). */
+enum {
+    SID_OK = 0,
+    SID_ERR_ARG = -1,            /* invalid argument */
+    SID_ERR_BUSY = -2,           /* a draw is outstanding on this display */
+    SID_ERR_NO_SCANOUT = -3,     /* draw without a scanout */
+    SID_ERR_SYS = -4,            /* system call failed (errno in message) */
+    SID_ERR_SPICE = -5,          /* spice-server refused */
+    SID_ERR_TIMEOUT = -6,        /* wait timed out */
+    SID_ERR_STOPPED = -7         /* the server was stopped */
+};
+
+typedef struct {
+    int64_t t_ns;        /* CLOCK_MONOTONIC, nanoseconds */
+    int32_t kind;        /* SID_EV_* */
+    int32_t display;     /* -1 when not display-specific */
+    uint64_t cookie;
+    int64_t a, b, c, d;
+    char text[200];
+} sid_event;
+
+/* Create and start a server: core loop thread, spice server on 127.0.0.1
+ * with a free TCP port, no ticket, video codecs `codecs`, `n_displays`
+ * QXL instances.  NULL on failure with a message in err. */
+sid_server *sid_server_new(const char *codecs, int n_displays,
+                           char *err, size_t errlen);
+/* Stop the server and free everything (closes the listening socket). */
+void sid_server_free(sid_server *srv);
+int sid_server_port(sid_server *srv);
+int sid_server_n_displays(sid_server *srv);
+
+/* Scanout from a memfd holding `len` bytes copied from data (stand-in for a
+ * DMA-BUF).  Single plane: spice_qxl_gl_scanout(dup(fd), ...). */
+int sid_display_scanout(sid_server *srv, int display,
+                        const uint8_t *data, size_t len,
+                        uint32_t width, uint32_t height, uint32_t stride,
+                        uint32_t fourcc, int y0_top,
+                        char *err, size_t errlen);
+/* Multi-plane: spice_qxl_gl_scanout2.  Plane i is at offsets[i] with
+ * strides[i] inside `data`; with separate_fds each plane gets its own
+ * memfd (holding the whole buffer), otherwise every plane is a dup() of
+ * one memfd, as for a single multi-plane DMA-BUF. */
+int sid_display_scanout2(sid_server *srv, int display,
+                         const uint8_t *data, size_t len,
+                         uint32_t width, uint32_t height,
+                         const uint32_t *offsets, const uint32_t *strides,
+                         uint32_t num_planes, uint32_t fourcc,
+                         uint64_t modifier, int y0_top, int separate_fds,
+                         char *err, size_t errlen);
+/* spice_qxl_gl_draw_async with a fresh cookie, stored in *cookie.
+ * SID_ERR_BUSY while a draw is outstanding (QEMU blocks its console). */
+int sid_display_draw(sid_server *srv, int display,
+                     uint32_t x, uint32_t y, uint32_t w, uint32_t h,
+                     uint64_t *cookie, char *err, size_t errlen);
+/* Wait until the draw with `cookie` is completed through async_complete.
+ * SID_OK, SID_ERR_TIMEOUT, SID_ERR_ARG (unknown cookie). */
+int sid_display_wait_draw(sid_server *srv, int display, uint64_t cookie,
+                          int timeout_ms);
+/* 1 while a draw is outstanding on the display. */
+int sid_display_draw_pending(sid_server *srv, int display);
+/* Test hook: call the QXLInterface.async_complete callback as
+ * spice-server would, with any cookie (to exercise the fatal-error path). */
+void sid_test_async_complete(sid_server *srv, int display, uint64_t cookie);
+
+/* Event log: number of events, copy of event i (0 on success). */
+size_t sid_log_count(sid_server *srv);
+int sid_log_get(sid_server *srv, size_t index, sid_event *out);
+/* Number of fatal errors recorded. */
+int sid_fatal_count(sid_server *srv);
+
+/* Absolute path of the loaded libspice-server (dladdr on spice_server_new),
+ * and the version spice-server was compiled with (SPICE_SERVER_VERSION). */
+const char *sid_spice_library_path(void);
+uint32_t sid_spice_header_version(void);
+int64_t sid_monotonic_ns(void);
+/* CDEF-END */
+
+#endif

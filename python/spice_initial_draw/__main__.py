@@ -1,0 +1,49 @@
+"""python -m spice_initial_draw {demo,info}"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def cmd_info() -> int:
+    from . import info, variants
+    b = info.build_info()
+    print(f"spice-server version: {b['spice_server_version']}")
+    print(f"DMA-BUF video encoder compiled in: "
+          f"{'yes' if b['have_gstreamer_dmabuf_encoding'] else 'no'}")
+    print(f"default variant: {b['default_variant']}")
+    for name in variants.available_variants():
+        v = info.variant_info(name)
+        lib = v.get("library") or f"unavailable ({v.get('error')})"
+        print(f"variant {name}: {lib}")
+    print(f"library loaded by this process: {info.loaded_library()} "
+          f"(variant {info.loaded_variant()})")
+    g = info.gstreamer_info()
+    print(f"GStreamer: {g.get('version') or g.get('error')}")
+    for name, present in g.get("encoders", {}).items():
+        print(f"  {name}: {'yes' if present else 'no'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m spice_initial_draw")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("demo", help="idle-VM demo on the stock and patched server")
+    d.add_argument("--serve", action="store_true",
+                   help="leave the patched server running for remote-viewer")
+    d.add_argument("--output", default="demo-output",
+                   help="directory for the PNG files (default demo-output)")
+    d.add_argument("--codec", default="mjpeg",
+                   choices=["mjpeg", "vp8", "vp9", "h264"])
+    d.add_argument("--window", type=float, default=5.0,
+                   help="seconds to wait for a first frame (default 5)")
+    sub.add_parser("info", help="version, variants, encoder, GStreamer")
+    args = p.parse_args(argv)
+    if args.cmd == "info":
+        return cmd_info()
+    from . import demo
+    return demo.main(args.serve, args.output, args.codec, args.window)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Subprocess running one spice-gtk client (SpiceClientGLib 2.0 through
+GObject introspection) with its own GLib main loop: `python -m
+spice_initial_draw._client_worker FD`.  Answers RPCs from client.Client.
+
+What is observable, and how:
+ - display-primary-create / -destroy / -invalidate / -mark: signals of
+   SpiceDisplayChannel; the primary surface's pixels are read through the
+   imgdata pointer given by display-primary-create (valid until
+   display-primary-destroy).
+ - stream creation and the GStreamer decoder elements: spice-gtk's debug
+   messages (spice_util_set_debug), caught with a GLib log handler:
+   "display_handle_stream_create: id N" and "A new element was added to
+   Gstreamer's pipeline (vp8dec)".  spice-gtk decodes MJPEG with its
+   built-in decoder (no GStreamer element).
+ - a stream frame = a display-invalidate after a stream was created on that
+   channel (spice-gtk invalidates the stream's rectangle per decoded frame).
+"""
+from __future__ import annotations
+
+import ctypes
+import re
+import sys
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+import gi
+
+gi.require_version("SpiceClientGLib", "2.0")
+from gi.repository import GLib, GObject, SpiceClientGLib  # noqa: E402
+
+CODEC_TYPES = {"mjpeg": 1, "vp8": 2, "h264": 3, "vp9": 4, "h265": 5}
+DECODER_ELEMENTS = {"jpegdec": "mjpeg", "vp8dec": "vp8", "vp9dec": "vp9",
+                    "h264parse": "h264", "avdec_h264": "h264",
+                    "h265parse": "h265", "avdec_h265": "h265",
+                    "vp8alphadecodebin": "vp8", "vp9alphadecodebin": "vp9"}
+RE_CHANNEL = re.compile(r"display-2:(\d+):")
+RE_STREAM = re.compile(r"display_handle_stream_create: id (\d+)")
+RE_ELEMENT = re.compile(r"new element was added to Gstreamer's pipeline \((\w+)\)")
+RE_STATS = re.compile(r"display_stream_stats_debug: id=(\d+) #in-frames=(\d+)")
+
+
+class ClientState:
+    def __init__(self, loop: GLib.MainLoop) -> None:
+        self.loop = loop
+        self.session: Any = None
+        self.codec: str | None = None
+        self.events: list[tuple[int, str, int, dict[str, Any]]] = []
+        self.primary: dict[int, dict[str, Any]] = {}
+        self.streaming: dict[int, bool] = {}
+        self.last_channel = 0
+        self.channels: list[Any] = []
+        GLib.log_set_handler("GSpice", GLib.LogLevelFlags.LEVEL_MASK
+                             | GLib.LogLevelFlags.FLAG_FATAL
+                             | GLib.LogLevelFlags.FLAG_RECURSION,
+                             self.on_log, None)
+        SpiceClientGLib.set_debug(True) if hasattr(SpiceClientGLib, "set_debug") \
+            else SpiceClientGLib.util_set_debug(True)
+
+    def add(self, name: str, channel: int = -1, **info: Any) -> None:
+        self.events.append((time.monotonic_ns(), name, channel, info))
+
+    # -- spice-gtk debug log ---------------------------------------------
+    def on_log(self, domain: str, level: int, message: str, _data: Any) -> None:
+        m = RE_CHANNEL.search(message)
+        if m:
+            self.last_channel = int(m.group(1))
+        ch = self.last_channel
+        if (m := RE_STREAM.search(message)):
+            self.streaming[ch] = True
+            self.add("stream-create", ch, stream_id=int(m.group(1)))
+        elif (m := RE_ELEMENT.search(message)):
+            el = m.group(1)
+            self.add("gst-element", ch, element=el,
+                     codec=DECODER_ELEMENTS.get(el))
+        elif (m := RE_STATS.search(message)):
+            self.add("stream-stats", ch, stream_id=int(m.group(1)),
+                     in_frames=int(m.group(2)), text=message)
+        elif "too late" in message or "drop" in message:
+            self.add("stream-late", ch, text=message)
+        if level & (GLib.LogLevelFlags.LEVEL_WARNING
+                    | GLib.LogLevelFlags.LEVEL_CRITICAL):
+            self.add("spice-warning", ch, text=message)
+
+    # -- session / channels --------------------------------------------------
+    def connect(self, host: str, port: int, codec: str | None) -> bool:
+        if codec is not None and codec not in CODEC_TYPES:
+            raise ValueError(f"unknown codec {codec!r}; one of {sorted(CODEC_TYPES)}")
+        self.codec = codec
+        s = SpiceClientGLib.Session()
+        s.props.host = host
+        s.props.port = str(port)
+        GObject.Object.connect(s, "channel-new", self.on_channel_new)
+        GObject.Object.connect(s, "channel-destroy", self.on_channel_destroy)
+        self.session = s
+        self.add("session-connect", host=host, port=port)
+        return bool(s.connect())  # spice_session_connect
+
+    def on_channel_new(self, _s: Any, ch: Any) -> None:
+        cid = ch.props.channel_id
+        self.add("channel-new", cid, type=type(ch).__name__)
+        GObject.Object.connect(ch, "channel-event", self.on_channel_event)
+        if isinstance(ch, SpiceClientGLib.DisplayChannel):
+            self.channels.append(ch)
+            GObject.Object.connect(ch, "display-primary-create", self.on_primary_create)
+            GObject.Object.connect(ch, "display-primary-destroy", self.on_primary_destroy)
+            GObject.Object.connect(ch, "display-invalidate", self.on_invalidate)
+            GObject.Object.connect(ch, "display-mark", self.on_mark)
+            ch.connect()  # spice_channel_connect
+
+    def on_channel_destroy(self, _s: Any, ch: Any) -> None:
+        self.add("channel-destroy", ch.props.channel_id, type=type(ch).__name__)
+        if ch in self.channels:
+            self.channels.remove(ch)
+
+    def on_channel_event(self, ch: Any, event: Any) -> None:
+        cid = ch.props.channel_id
+        name = event.value_nick if hasattr(event, "value_nick") else str(event)
+        kind = type(ch).__name__
+        self.add("channel-event", cid, type=kind, event=name)
+        if isinstance(ch, SpiceClientGLib.DisplayChannel) and \
+                event == SpiceClientGLib.ChannelEvent.OPENED:
+            if self.codec:
+                ok = ch.display_channel_change_preferred_video_codec_types(
+                    [CODEC_TYPES[self.codec]])
+                self.add("preferred-codec", cid, codec=self.codec, ok=bool(ok))
+            self.add("display-ready", cid)
+        if event == SpiceClientGLib.ChannelEvent.CLOSED and kind == "MainChannel":
+            self.add("session-closed")
+
+    def on_primary_create(self, ch: Any, fmt: int, width: int, height: int,
+                          stride: int, shmid: int, imgdata: int) -> None:
+        cid = ch.props.channel_id
+        self.primary[cid] = dict(format=fmt, width=width, height=height,
+                                 stride=stride, data=imgdata)
+        self.streaming[cid] = False
+        self.add("display-primary-create", cid, format=fmt, width=width,
+                 height=height, stride=stride)
+
+    def on_primary_destroy(self, ch: Any) -> None:
+        cid = ch.props.channel_id
+        self.primary.pop(cid, None)
+        self.add("display-primary-destroy", cid)
+
+    def on_invalidate(self, ch: Any, x: int, y: int, w: int, h: int) -> None:
+        cid = ch.props.channel_id
+        self.add("display-invalidate", cid, x=x, y=y, w=w, h=h,
+                 stream=bool(self.streaming.get(cid)))
+
+    def on_mark(self, ch: Any, mark: int) -> None:
+        self.add("display-mark", ch.props.channel_id, mark=mark)
+
+    # -- RPC ------------------------------------------------------------------
+    def rpc_connect(self, host: str, port: int, codec: str | None) -> bool:
+        return self.connect(host, port, codec)
+
+    def rpc_events(self, since: int) -> list[tuple[int, str, int, dict[str, Any]]]:
+        return self.events[since:]
+
+    def rpc_frame(self, channel: int) -> dict[str, Any] | None:
+        p = self.primary.get(channel)
+        if not p or not p["data"]:
+            return None
+        size = p["stride"] * p["height"]
+        data = ctypes.string_at(p["data"], size)
+        return dict(p, data=data, t_ns=time.monotonic_ns())
+
+    def rpc_disconnect(self) -> None:
+        if self.session is not None:
+            self.session.disconnect()
+            self.add("session-disconnect")
+
+
+def main(argv: list[str]) -> int:
+    fd = int(argv[1])
+    conn = Connection(fd)
+    loop = GLib.MainLoop()
+    state = ClientState(loop)
+
+    def on_request(_fd: int, cond: GLib.IOCondition) -> bool:
+        try:
+            method, args, kwargs = conn.recv()
+        except (EOFError, OSError):
+            loop.quit()
+            return False
+        if method == "exit":
+            conn.send(("ok", None))
+            loop.quit()
+            return False
+        try:
+            conn.send(("ok", getattr(state, "rpc_" + method)(*args, **kwargs)))
+        except Exception as e:  # reported to the parent
+            conn.send(("err", (type(e).__name__, str(e))))
+        return True
+
+    GLib.io_add_watch(fd, GLib.PRIORITY_DEFAULT,
+                      GLib.IOCondition.IN | GLib.IOCondition.HUP, on_request)
+    loop.run()
+    if state.session is not None:
+        state.session.disconnect()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

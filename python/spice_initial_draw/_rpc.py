@@ -1,0 +1,98 @@
+"""A tiny request/reply protocol over a socketpair between the parent and a
+worker subprocess (pickled tuples, multiprocessing's framing)."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from multiprocessing.connection import Connection
+from typing import Any
+
+
+class WorkerDied(Exception):
+    """The worker process closed the connection (it exited or crashed)."""
+
+
+class RpcError(Exception):
+    """The worker raised an exception: (type name, message)."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+
+
+class WorkerProcess:
+    """A `python -m MODULE FD ARGS...` subprocess answering call()s."""
+
+    def __init__(self, module: str, args: list[str],
+                 env: dict[str, str] | None = None) -> None:
+        parent, child = socket.socketpair()
+        self.stderr_file = tempfile.TemporaryFile(prefix="sid-worker-")
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", module, str(child.fileno()), *args],
+                pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
+                stdout=self.stderr_file, stderr=self.stderr_file,
+                env=full_env)
+        finally:
+            child.close()
+        self.conn = Connection(parent.detach())
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            self.conn.send((method, args, kwargs))
+            status, payload = self.conn.recv()
+        except (EOFError, OSError, BrokenPipeError) as e:
+            raise WorkerDied(str(e)) from None
+        if status == "ok":
+            return payload
+        raise RpcError(*payload)
+
+    def stderr_tail(self, lines: int = 30) -> str:
+        self.stderr_file.seek(0)
+        text = self.stderr_file.read().decode("utf-8", "replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait(self, timeout: float = 10.0) -> int | None:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close(self, timeout: float = 10.0) -> int | None:
+        """Ask the worker to exit, then kill it if it does not."""
+        if self.proc.poll() is None:
+            try:
+                self.conn.send(("exit", (), {}))
+            except OSError:
+                pass
+            if self.wait(timeout) is None:
+                self.proc.kill()
+                self.wait(5)
+        self.conn.close()
+        return self.proc.returncode
+
+
+def serve(fd: int, handlers: Any) -> None:
+    """Worker side: answer requests with handlers.<method>(...) until 'exit'
+    or EOF."""
+    conn = Connection(fd)
+    while True:
+        try:
+            method, args, kwargs = conn.recv()
+        except EOFError:
+            return
+        if method == "exit":
+            conn.send(("ok", None))
+            return
+        try:
+            result = getattr(handlers, "rpc_" + method)(*args, **kwargs)
+            conn.send(("ok", result))
+        except Exception as e:  # reported to the parent
+            conn.send(("err", (type(e).__name__, str(e))))

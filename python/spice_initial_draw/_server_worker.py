@@ -1,0 +1,119 @@
+"""Subprocess running one shim server: `python -m
+spice_initial_draw._server_worker FD VARIANT`.  Answers RPCs from
+server.Server over FD.  A crash of spice-server kills only this process."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from . import _rpc, variants
+
+
+class Handlers:
+    def __init__(self, variant: str) -> None:
+        self.variant = variant
+        self.preloaded = variants.preload(variant)
+        _shim = variants.load_shim(variant)
+        self.ffi = _shim.ffi
+        self.lib = _shim.lib
+        self.srv: Any = None
+        self.err = self.ffi.new("char[512]")
+        loaded = os.path.realpath(self.library_path())
+        if self.preloaded and loaded != os.path.realpath(self.preloaded):
+            raise RuntimeError(
+                f"variant {variant!r}: wanted {self.preloaded} but the shim "
+                f"uses {loaded}")
+
+    def library_path(self) -> str:
+        return self.ffi.string(self.lib.sid_spice_library_path()).decode()
+
+    def _error(self) -> str:
+        return self.ffi.string(self.err).decode(errors="replace")
+
+    def _check(self, ret: int, what: str) -> None:
+        if ret == 0:
+            return
+        names = {-1: "ARG", -2: "BUSY", -3: "NO_SCANOUT", -4: "SYS",
+                 -5: "SPICE", -6: "TIMEOUT", -7: "STOPPED"}
+        raise RuntimeError(f"{names.get(ret, ret)}|{what}: {self._error()}")
+
+    def rpc_info(self) -> dict[str, Any]:
+        return {"variant": self.variant,
+                "library": os.path.realpath(self.library_path()),
+                "header_version": int(self.lib.sid_spice_header_version()),
+                "pid": os.getpid()}
+
+    def rpc_start(self, codecs: str, displays: int) -> int:
+        self.srv = self.lib.sid_server_new(codecs.encode(), displays,
+                                           self.err, len(self.err))
+        if self.srv == self.ffi.NULL:
+            raise RuntimeError(f"SPICE|start: {self._error()}")
+        return int(self.lib.sid_server_port(self.srv))
+
+    def rpc_scanout(self, display: int, data: bytes, width: int, height: int,
+                    stride: int, fourcc: int, y0_top: bool) -> None:
+        self._check(self.lib.sid_display_scanout(
+            self.srv, display, data, len(data), width, height, stride, fourcc,
+            int(y0_top), self.err, len(self.err)), "scanout")
+
+    def rpc_scanout2(self, display: int, data: bytes, width: int, height: int,
+                     offsets: list[int], strides: list[int], fourcc: int,
+                     modifier: int, y0_top: bool, separate_fds: bool) -> None:
+        n = len(offsets)
+        self._check(self.lib.sid_display_scanout2(
+            self.srv, display, data, len(data), width, height,
+            self.ffi.new("uint32_t[]", offsets), self.ffi.new("uint32_t[]", strides),
+            n, fourcc, modifier, int(y0_top), int(separate_fds),
+            self.err, len(self.err)), "scanout2")
+
+    def rpc_draw(self, display: int, x: int, y: int, w: int, h: int) -> int:
+        cookie = self.ffi.new("uint64_t *")
+        self._check(self.lib.sid_display_draw(self.srv, display, x, y, w, h,
+                                              cookie, self.err, len(self.err)),
+                    "draw")
+        return int(cookie[0])
+
+    def rpc_wait_draw(self, display: int, cookie: int, timeout_ms: int) -> int:
+        return int(self.lib.sid_display_wait_draw(self.srv, display, cookie,
+                                                  timeout_ms))
+
+    def rpc_draw_pending(self, display: int) -> bool:
+        return bool(self.lib.sid_display_draw_pending(self.srv, display))
+
+    def rpc_fake_complete(self, display: int, cookie: int) -> None:
+        self.lib.sid_test_async_complete(self.srv, display, cookie)
+
+    def rpc_events(self, since: int) -> list[tuple[Any, ...]]:
+        out = []
+        ev = self.ffi.new("sid_event *")
+        n = self.lib.sid_log_count(self.srv)
+        for i in range(since, n):
+            if self.lib.sid_log_get(self.srv, i, ev) == 0:
+                out.append((ev.t_ns, ev.kind, ev.display, ev.cookie, ev.a,
+                            ev.b, ev.c, ev.d,
+                            self.ffi.string(ev.text).decode(errors="replace")))
+        return out
+
+    def rpc_stop(self) -> None:
+        if self.srv is not None:
+            self.lib.sid_server_free(self.srv)
+            self.srv = None
+
+    def rpc_crash(self, signum: int) -> None:
+        """Test hook: die by a signal, as a crashing spice-server would."""
+        os.kill(os.getpid(), signum)
+
+
+def main(argv: list[str]) -> int:
+    fd, variant = int(argv[1]), argv[2]
+    handlers = Handlers(variant)
+    try:
+        _rpc.serve(fd, handlers)
+    finally:
+        handlers.rpc_stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,166 @@
+"""A real spice client: Debian's spice-gtk (SpiceClientGLib 2.0 via GI), one
+subprocess per client, each with its own GLib main loop."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _rpc
+from .errors import ClientError
+from .frames import Frame
+
+CODECS = ("mjpeg", "vp8", "vp9", "h264", "h265")
+
+
+@dataclass(frozen=True)
+class ClientEvent:
+    """Something the client saw; t_ns is CLOCK_MONOTONIC (as the shim's)."""
+
+    t_ns: int
+    name: str
+    channel: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def t(self) -> float:
+        return self.t_ns / 1e9
+
+
+class Client:
+    """spice-gtk connected to host:port.
+
+    codec: force the display channel's preferred video codec ("mjpeg",
+    "vp8", "vp9", "h264", "h265") once the channel is up, or None.
+    """
+
+    def __init__(self, host: str, port: int, codec: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        if codec is not None and codec not in CODECS:
+            raise ValueError(f"codec {codec!r}: use one of {CODECS} or None")
+        self.host, self.port, self.codec = host, port, codec
+        self._events: list[ClientEvent] = []
+        self._worker = _rpc.WorkerProcess("spice_initial_draw._client_worker",
+                                          [], env=env)
+        self.t_connect = time.monotonic()
+        self._call("connect", host, port, codec)
+
+    @classmethod
+    def for_server(cls, server: Any, codec: str | None = None) -> "Client":
+        """Client of a Server; codec defaults to the server's first codec."""
+        if codec is None:
+            first = server.codecs.split(";")[0]
+            codec = first.split(":", 1)[1] if ":" in first else None
+        return cls(server.host, server.port, codec)
+
+    def _call(self, method: str, *args: Any) -> Any:
+        try:
+            return self._worker.call(method, *args)
+        except _rpc.WorkerDied:
+            rc = self._worker.wait(5)
+            raise ClientError(
+                f"spice-gtk client process died (status {rc}) during "
+                f"{method}(); its last output:\n{self._worker.stderr_tail()}"
+            ) from None
+        except _rpc.RpcError as e:
+            raise ClientError(f"client {method}: {e.message}") from None
+
+    # -- events ---------------------------------------------------------------
+    def events(self, name: str | None = None,
+               channel: int | None = None) -> list[ClientEvent]:
+        if self._worker.proc.poll() is None:
+            for t, n, ch, info in self._call("events", len(self._events)):
+                self._events.append(ClientEvent(t, n, ch, info))
+        return [e for e in self._events
+                if (name is None or e.name == name)
+                and (channel is None or e.channel == channel)]
+
+    def stream_frames(self, channel: int = 0) -> list[ClientEvent]:
+        """display-invalidate events caused by decoded stream frames."""
+        return [e for e in self.events("display-invalidate", channel)
+                if e.info.get("stream")]
+
+    def frames_received(self, channel: int = 0) -> int:
+        return len(self.stream_frames(channel))
+
+    def stream_codec(self, channel: int = 0) -> str | None:
+        """Codec of the video stream, from spice-gtk's decoder pipeline
+        (a GStreamer decoder element; spice-gtk's built-in MJPEG decoder has
+        none, so a stream with no GStreamer decoder is reported as mjpeg)."""
+        if not self.events("stream-create", channel):
+            return None
+        for e in self.events("gst-element", channel):
+            if e.info.get("codec"):
+                return str(e.info["codec"])
+        return "mjpeg" if not self.events("gst-element", channel) else None
+
+    def _wait(self, pred: Any, timeout: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            result = pred()
+            if result:
+                return result
+            if self._worker.proc.poll() is not None:
+                raise ClientError(f"client process exited while waiting for {what}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"client: no {what} within {timeout} s")
+            time.sleep(0.02)
+
+    def wait_ready(self, timeout: float = 10.0, channel: int = 0) -> ClientEvent:
+        """Wait until the display channel is open (codec preference sent)."""
+        return self._wait(lambda: self.events("display-ready", channel),
+                          timeout, "display channel")[0]
+
+    def wait_primary(self, timeout: float = 10.0, channel: int = 0) -> ClientEvent:
+        return self._wait(lambda: self.events("display-primary-create", channel),
+                          timeout, "display-primary-create")[-1]
+
+    def wait_frames(self, count: int = 1, timeout: float = 10.0,
+                    channel: int = 0) -> list[ClientEvent]:
+        """Wait until `count` stream frames have been decoded."""
+        return self._wait(
+            lambda: (f if len(f := self.stream_frames(channel)) >= count else None),
+            timeout, f"{count} stream frame(s)")
+
+    def no_frame_within(self, window: float, channel: int = 0) -> bool:
+        """Watch for `window` seconds; True if no stream frame arrived."""
+        try:
+            self.wait_frames(1, window, channel)
+            return False
+        except TimeoutError:
+            return True
+
+    # -- pixels -----------------------------------------------------------------
+    def frame(self, channel: int = 0) -> Frame | None:
+        """Snapshot of the primary surface (None before display-primary-create)."""
+        d = self._call("frame", channel)
+        if d is None:
+            return None
+        return Frame(d["width"], d["height"], d["stride"], d["format"],
+                     d["data"], d["t_ns"])
+
+    # -- lifetime -----------------------------------------------------------------
+    def disconnect(self, timeout: float = 5.0) -> None:
+        """spice_session_disconnect and wait for the main channel to close."""
+        if self._worker.proc.poll() is not None:
+            return
+        self._call("disconnect")
+        try:
+            self._wait(lambda: self.events("session-closed")
+                       or self.events("channel-destroy"), timeout,
+                       "session close")
+        except TimeoutError:
+            pass
+
+    def close(self) -> int | None:
+        try:
+            self.disconnect()
+        except ClientError:
+            pass
+        return self._worker.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,280 @@
+"""Parent-side API of a shim server running in its own process."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from . import _rpc
+from .errors import (DrawBusy, DrawTimeout, NoScanout, ServerCrashed,
+                     ShimError)
+from .events import Event, EventKind
+from .patterns import DRM_FORMAT_XRGB8888, Image, bars, quadrants
+
+PATTERNS = {"quadrants": quadrants, "bars": bars}
+
+HOST = "127.0.0.1"
+
+
+class Server:
+    """A spice-server driven like QEMU, in a subprocess.
+
+    Server(codecs="gstreamer:mjpeg", variant="patched", displays=1)
+    The first usable codec must be a gstreamer:* one (the DMA-BUF path).
+    """
+
+    def __init__(self, codecs: str = "gstreamer:mjpeg",
+                 variant: str = "patched", displays: int = 1,
+                 env: dict[str, str] | None = None) -> None:
+        self.codecs = codecs
+        self.variant = variant
+        self.n_displays = displays
+        self._events: list[Event] = []
+        self._closed = False
+        self._worker = _rpc.WorkerProcess(
+            "spice_initial_draw._server_worker", [variant], env=env)
+        self.pid = self._worker.proc.pid
+        self.library: str = self._call("info")["library"]
+        self.port: int = self._call("start", codecs, displays)
+
+    # -- plumbing ---------------------------------------------------------
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._worker.call(method, *args, **kwargs)
+        except _rpc.WorkerDied:
+            raise self._crash_error(f"server process died during {method}()") from None
+        except _rpc.RpcError as e:
+            code, _, msg = e.message.partition("|")
+            if code == "BUSY":
+                raise DrawBusy(msg) from None
+            if code == "NO_SCANOUT":
+                raise NoScanout(msg) from None
+            raise ShimError(f"{method}: {e.message}") from None
+
+    def _crash_error(self, what: str) -> ServerCrashed:
+        rc = self._worker.wait(5)
+        sig = None
+        if rc is not None and rc < 0:
+            try:
+                sig = signal.Signals(-rc).name
+            except ValueError:
+                sig = f"signal {-rc}"
+        tail = self._worker.stderr_tail()
+        how = f"killed by {sig}" if sig else f"exit status {rc}"
+        return ServerCrashed(
+            f"{what} ({how}, variant {self.variant!r}); its last output:\n"
+            f"{tail}", rc, sig, tail)
+
+    # -- properties ---------------------------------------------------------
+    @property
+    def host(self) -> str:
+        return HOST
+
+    @property
+    def uri(self) -> str:
+        return f"spice://{HOST}:{self.port}"
+
+    @property
+    def returncode(self) -> int | None:
+        return self._worker.proc.poll()
+
+    def alive(self) -> bool:
+        return self._worker.proc.poll() is None
+
+    def check_alive(self) -> None:
+        """Raise ServerCrashed if the server process has died."""
+        if not self.alive():
+            raise self._crash_error("server process died")
+
+    def info(self) -> dict[str, Any]:
+        return dict(self._call("info"), port=self.port, codecs=self.codecs)
+
+    # -- displays -------------------------------------------------------------
+    def display(self, index: int) -> "Display":
+        if not 0 <= index < self.n_displays:
+            raise IndexError(f"display {index}: the server has "
+                             f"{self.n_displays} display(s); pass displays=N "
+                             "to Server()")
+        return Display(self, index)
+
+    # -- event log ----------------------------------------------------------
+    def events(self, kind: EventKind | None = None) -> list[Event]:
+        """The shim's event log so far (optionally only one kind)."""
+        if self.alive():
+            for raw in self._call("events", len(self._events)):
+                t, k, d, ck, a, b, c, dd, text = raw
+                self._events.append(Event(t, EventKind(k), d, ck, a, b, c, dd, text))
+        return [e for e in self._events if kind is None or e.kind == kind]
+
+    def fatal_errors(self) -> list[Event]:
+        return self.events(EventKind.FATAL)
+
+    def wait_event(self, kind: EventKind, count: int = 1,
+                   timeout: float = 10.0) -> list[Event]:
+        """Wait until `count` events of `kind` are in the log."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.events(kind)
+            if len(found) >= count:
+                return found
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{count} {kind.name} event(s) expected within {timeout} s,"
+                    f" got {len(found)}")
+            time.sleep(0.02)
+
+    # -- file descriptors -----------------------------------------------------
+    def fds(self) -> dict[int, str]:
+        """The server process's open fds: {fd: readlink target}."""
+        out: dict[int, str] = {}
+        base = f"/proc/{self.pid}/fd"
+        for name in os.listdir(base):
+            try:
+                out[int(name)] = os.readlink(f"{base}/{name}")
+            except OSError:
+                continue
+        return out
+
+    def memfds(self, prefix: str = "sid-scanout") -> dict[int, str]:
+        """The scanout memfds the server process holds (the shim's own copy
+        is closed right after each scanout call, as QEMU's dup())."""
+        return {fd: t for fd, t in self.fds().items()
+                if t.startswith(f"/memfd:{prefix}")}
+
+    # -- lifetime -------------------------------------------------------------
+    def crash(self, signum: int = signal.SIGSEGV) -> None:
+        """Test hook: kill the server process with a signal."""
+        try:
+            self._worker.call("crash", int(signum))
+        except _rpc.WorkerDied:
+            pass
+
+    def close(self) -> int | None:
+        """Stop the server; returns the process exit status."""
+        if self._closed:
+            return self._worker.proc.returncode
+        self._closed = True
+        if self.alive():
+            try:
+                self.events()
+                self._worker.call("stop")
+            except (_rpc.WorkerDied, _rpc.RpcError):
+                pass
+        return self._worker.close()
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Server(codecs={self.codecs!r}, variant={self.variant!r}, "
+                f"port={self.port}, pid={self.pid})")
+
+
+@dataclass
+class DrawHandle:
+    """An outstanding spice_qxl_gl_draw_async (one cookie)."""
+
+    server: Server
+    display: int
+    cookie: int
+    t_issued: float
+
+    def wait(self, timeout: float = 10.0) -> None:
+        """Wait for async_complete with this draw's cookie."""
+        ret = self.server._call("wait_draw", self.display, self.cookie,
+                                int(timeout * 1000))
+        if ret == 0:
+            return
+        if ret == -6:
+            raise DrawTimeout(
+                f"display {self.display}: draw {self.cookie:#x} not completed "
+                f"within {timeout} s (spice-server never called async_complete;"
+                " a stock build with no encoder or a stuck client does this)")
+        raise ShimError(f"wait for draw {self.cookie:#x}: status {ret}")
+
+    def done(self) -> bool:
+        try:
+            self.wait(0)
+            return True
+        except DrawTimeout:
+            return False
+
+    def completion(self) -> Event | None:
+        for e in self.server.events(EventKind.DRAW_DONE):
+            if e.cookie == self.cookie:
+                return e
+        return None
+
+
+class Display:
+    """One QXL instance (a QEMU GL console) of a Server."""
+
+    def __init__(self, server: Server, index: int) -> None:
+        self.server = server
+        self.index = index
+        self.width = 0
+        self.height = 0
+
+    def scanout(self, image: Image | bytes | str = "quadrants",
+                width: int | None = None, height: int | None = None,
+                stride: int | None = None, fourcc: int = DRM_FORMAT_XRGB8888,
+                y0_top: bool = False) -> None:
+        """spice_qxl_gl_scanout from a memfd holding the image.
+
+        `image` is an Image, raw bytes, or a pattern name ("quadrants",
+        "bars") drawn at width x height (default 1920x1080)."""
+        data, w, h, s, fourcc = _resolve(image, width, height, stride, fourcc)
+        self.server._call("scanout", self.index, data, w, h, s, fourcc, y0_top)
+        self.width, self.height = w, h
+
+    def scanout_planes(self, data: bytes, width: int, height: int,
+                       offsets: list[int], strides: list[int], fourcc: int,
+                       modifier: int = 0x00ffffffffffffff, y0_top: bool = False,
+                       separate_fds: bool = False) -> None:
+        """spice_qxl_gl_scanout2 (multi-plane; modifier default
+        DRM_FORMAT_MOD_INVALID)."""
+        if len(offsets) != len(strides) or not 1 <= len(offsets) <= 4:
+            raise ValueError("offsets and strides need the same length, 1..4")
+        self.server._call("scanout2", self.index, data, width, height,
+                          list(offsets), list(strides), fourcc, modifier,
+                          y0_top, separate_fds)
+        self.width, self.height = width, height
+
+    def draw(self, x: int = 0, y: int = 0, w: int | None = None,
+             h: int | None = None) -> DrawHandle:
+        """spice_qxl_gl_draw_async of a rectangle (default: whole scanout)."""
+        w = self.width - x if w is None else w
+        h = self.height - y if h is None else h
+        t = time.monotonic()
+        cookie = self.server._call("draw", self.index, x, y, w, h)
+        return DrawHandle(self.server, self.index, cookie, t)
+
+    def draw_pending(self) -> bool:
+        return bool(self.server._call("draw_pending", self.index))
+
+    def inject_async_complete(self, cookie: int) -> None:
+        """Test hook: call QXLInterface.async_complete as spice would."""
+        self.server._call("fake_complete", self.index, cookie)
+
+
+def _resolve(image: Image | bytes | str, width: int | None,
+             height: int | None, stride: int | None,
+             fourcc: int) -> tuple[bytes, int, int, int, int]:
+    if isinstance(image, str):
+        try:
+            maker = PATTERNS[image]
+        except KeyError:
+            raise ValueError(f"unknown pattern {image!r}; use one of "
+                             f"{sorted(PATTERNS)} or pass an Image") from None
+        image = maker(width or 1920, height or 1080)
+    if isinstance(image, Image):
+        return image.data, image.width, image.height, image.stride, image.fourcc
+    if width is None or height is None:
+        raise ValueError("raw bytes need width and height")
+    return bytes(image), width, height, stride or width * 4, fourcc

@@ -1,0 +1,32 @@
+"""Assertions shared by the tests."""
+from __future__ import annotations
+
+from spice_initial_draw import Client, patterns
+from spice_initial_draw.frames import Frame
+from spice_initial_draw.patterns import Image
+
+
+def assert_shows(frame: Frame | None, image: Image, tolerance: int = 48) -> None:
+    """The client's primary surface shows `image` at the quadrant centres."""
+    assert frame is not None, "the client has no primary surface"
+    assert (frame.width, frame.height) == (image.width, image.height)
+    for x, y in patterns.quadrant_probes(image.width, image.height):
+        got, want = frame.pixel(x, y), image.expected(x, y)
+        assert patterns.colour_close(got, want, tolerance), \
+            f"pixel ({x},{y}): client shows {got}, guest drew {want}"
+
+
+def wait_shows(client: Client, image: Image, timeout: float = 10.0) -> None:
+    """Wait until the surface shows the image (a decoded frame may take a few
+    ms to land after its invalidate)."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = client.frame()
+        try:
+            assert_shows(frame, image)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

@@ -1,0 +1,66 @@
+"""The defect: an idle VM (scanout and draw before the client connects,
+nothing after) shows a new client nothing on stock.  The patched variant
+must send an initial frame; until the series lands these tests are
+xfail(strict=True) there (conftest.PATCH_SENDS_INITIAL_FRAME)."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import FRAME_TIMEOUT, NO_FRAME_WINDOW, xfail_until_patch
+from helpers import wait_shows
+from spice_initial_draw import patterns
+
+CODECS = ("mjpeg", "vp8")
+
+
+def idle_vm(make_server, variant, codec):
+    srv = make_server(codecs=f"gstreamer:{codec}", variant=variant)
+    d = srv.display(0)
+    image = patterns.quadrants(1920, 1080)
+    d.scanout(image)
+    d.draw().wait(FRAME_TIMEOUT)   # no client: completes at once
+    return srv, d, image
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_first_client_of_idle_vm(make_server, make_client, variant, codec,
+                                 request):
+    xfail_until_patch(request, variant)
+    srv, _, image = idle_vm(make_server, variant, codec)
+    cli = make_client(srv, codec)
+    cli.wait_ready()
+    if variant == "patched":   # must send an initial frame
+        cli.wait_frames(1, FRAME_TIMEOUT)
+        wait_shows(cli, image)
+    else:
+        # the stock defect, asserted within a stated window
+        assert cli.no_frame_within(NO_FRAME_WINDOW), \
+            f"a frame arrived within {NO_FRAME_WINDOW} s on {variant}"
+        frame = cli.frame()
+        assert frame is None or frame.is_blank()
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_second_client_of_idle_vm(make_server, make_client, variant, codec,
+                                  request):
+    xfail_until_patch(request, variant)
+    srv = make_server(codecs=f"gstreamer:{codec}", variant=variant)
+    d = srv.display(0)
+    image = patterns.quadrants(1920, 1080)
+    d.scanout(image)
+    first = make_client(srv, codec)
+    first.wait_ready()
+    d.draw().wait(FRAME_TIMEOUT)
+    first.wait_frames(1, FRAME_TIMEOUT)   # the first client saw the guest draw
+    wait_shows(first, image)
+    # the VM is idle now; a second client connects
+    second = make_client(srv, codec)
+    second.wait_ready()
+    if variant == "patched":   # must send an initial frame
+        second.wait_frames(1, FRAME_TIMEOUT)
+        wait_shows(second, image)
+    else:
+        assert second.no_frame_within(NO_FRAME_WINDOW), \
+            f"a frame arrived within {NO_FRAME_WINDOW} s on {variant}"
+    # the first client is still fine
+    wait_shows(first, image)
