@@ -41,6 +41,10 @@ EOF
 exec_in_root() {
     local root
     root=$(root_dir)
+    # A shared lock on the root's marker for as long as the run lasts: a run
+    # that makes a newer root does not remove this one under it.
+    exec 8<"$root/.sid-root-complete"
+    flock -s 8
     in_root_ns "$root" "$TOP/run" "$@"
     exit $?
 }

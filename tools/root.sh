@@ -59,11 +59,16 @@ remove_unfinished_roots() {
     done
 }
 
-# Roots made from an older package list (2.5 GB each). Called with the lock held.
+# Roots made from an older package list (2.5 GB each), unless a run is using
+# one (it holds a shared lock on the root's marker). Called with the cache lock held.
 remove_other_roots() {
     local keep=$1 d
     for d in "$SID_CACHE"/debian13-*; do
         [ -d "$d" ] && [ "$d" != "$keep" ] || continue
+        if [ -e "$d/.sid-root-complete" ] && ! flock -n -x "$d/.sid-root-complete" true; then
+            note "keeping the root of an older package list, a run is using it: $d"
+            continue
+        fi
         note "removing the root of an older package list: $d"
         rm -rf --one-file-system "$d"
     done
