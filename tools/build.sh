@@ -39,8 +39,23 @@ EOF
 }
 
 exec_in_root() {
-    local root
+    local root arg prev=""
     root=$(root_dir)
+    # ./run install --prefix DIR: DIR is on the host, so mount it in the root too.
+    if [ "${1:-}" = install ]; then
+        for arg in "$@"; do
+            case "$prev|$arg" in
+                --prefix\|*) SID_EXTRA_BIND=$arg ;;
+                *\|--prefix=*) SID_EXTRA_BIND=${arg#--prefix=} ;;
+            esac
+            prev=$arg
+        done
+        if [ -n "${SID_EXTRA_BIND:-}" ]; then
+            mkdir -p "$SID_EXTRA_BIND"
+            SID_EXTRA_BIND=$(cd "$SID_EXTRA_BIND" && pwd)
+            export SID_EXTRA_BIND
+        fi
+    fi
     # A shared lock on the root's marker for as long as the run lasts: a run
     # that makes a newer root does not remove this one under it.
     exec 8<"$root/.sid-root-complete"
@@ -115,12 +130,23 @@ sync_wrap_with_series() {
     fi
 }
 
+# A digest of a wrap and the patches it applies.
+subproject_stamp() {
+    local dir=$1 f
+    for f in $(sed -n 's/^diff_files = //p' "$dir/spice-server.wrap" | tr ',' ' '); do
+        [ -e "$dir/packagefiles/$f" ] || die "reading $dir/spice-server.wrap" "diff_files names $f, which is not in $dir/packagefiles/" "fix the wrap or spice_patch/series"
+    done
+    { cat "$dir/spice-server.wrap"
+      for f in $(sed -n 's/^diff_files = //p' "$dir/spice-server.wrap" | tr ',' ' '); do cat "$dir/packagefiles/$f"; done
+    } | sha256sum | cut -c1-16
+}
+
 # The extracted, patched tree of a variant is remade whenever its wrap or
 # patches change (meson itself would keep a stale one).
 ensure_subproject() {
     local project=$1 builddir=$2 name=$3 stamp_want stamp_file
     local subdir=$project/subprojects/$SPICE_DIR
-    stamp_want=$(cd "$project/subprojects" && cat spice-server.wrap $(sed -n 's/^diff_files = //p' spice-server.wrap | tr ',' ' ' | sed 's|[^ ]*|packagefiles/&|g') | sha256sum | cut -c1-16)
+    stamp_want=$(subproject_stamp "$project/subprojects")
     stamp_file=$subdir/.sid-patches
     if [ -d "$subdir" ] && [ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp_want" ]; then
         note "$name: the wrap or its patches changed: extracting the tarball again"
@@ -173,6 +199,37 @@ setup_all() {
     build_stock
     build_patched
     step "set-up done ($SID_ENVIRONMENT)"
+}
+
+# meson install of the patched spice-server (library, headers, spice-server.pc)
+# into PREFIX, from a build directory of its own configured with that prefix.
+run_install() {
+    local prefix=""
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --prefix) prefix=${2:-}; shift ;;
+            --prefix=*) prefix=${1#--prefix=} ;;
+            *) die "reading the install options" "unknown option '$1'" "use: ./run install --prefix DIR" ;;
+        esac
+        shift
+    done
+    [ -n "$prefix" ] || die "reading the install options" "no --prefix given" "use: ./run install --prefix DIR"
+    mkdir -p "$prefix"
+    prefix=$(cd "$prefix" && pwd)
+    local builddir=$BUILD/install
+    if [ -e "$builddir/build.ninja" ]; then
+        run_logged "install: configuring for $prefix" "$BUILD/logs/install-setup.log" \
+            meson configure "$builddir" --prefix="$prefix"
+    else
+        step "install: configuring a build for $prefix"
+        run_logged "install: configuring for $prefix" "$BUILD/logs/install-setup.log" \
+            meson setup "$builddir" "$TOP" --prefix="$prefix" --libdir=lib --buildtype=release -Db_ndebug=if-release
+    fi
+    step "install: building and installing the patched spice-server into $prefix"
+    run_logged "install: meson install" "$BUILD/logs/install.log" \
+        meson install -C "$builddir" --tags runtime,devel
+    note "installed: $(cd "$prefix" && find . -name 'libspice-server.so*' -o -name spice-server.pc -o -name spice.h | sort | tr '\n' ' ')"
+    note "build against it with: PKG_CONFIG_PATH=$prefix/lib/pkgconfig pkg-config --cflags --libs spice-server"
 }
 
 run_info() {

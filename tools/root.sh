@@ -3,8 +3,8 @@
 # Sourced by ./run. Needs root (debootstrap, mounts, chroot).
 #
 # The root lives outside the work tree, in $SID_CACHE (default
-# /var/cache/spice-initial-draw), keyed by tools/root-packages.txt and this
-# file, so a fresh clone on the same machine reuses it and a changed package
+# /var/cache/spice-initial-draw), keyed by tools/root-packages.txt and
+# ROOT_FORMAT, so a fresh clone on the same machine reuses it and a changed package
 # list makes a new one. It is made under a temporary name and renamed when
 # complete, so a killed run never leaves a half-made root in use.
 # Every mount (the root's /proc, /dev, /sys and the work tree) is made inside a
@@ -13,9 +13,11 @@
 
 SID_CACHE=${SID_CACHE:-/var/cache/spice-initial-draw}
 ROOT_SUITE=trixie
+# Bump when make_root changes what a root contains.
+ROOT_FORMAT=1
 
 root_key() {
-    cat "$TOP/tools/root-packages.txt" "$TOP/tools/root.sh" | sha256sum | cut -c1-12
+    { cat "$TOP/tools/root-packages.txt"; echo "$ROOT_SUITE $ROOT_FORMAT"; } | sha256sum | cut -c1-12
 }
 
 root_dir() {
@@ -146,6 +148,10 @@ in_root_ns() {
         mount --rbind /sys "$root/sys"
         mkdir -p "$root$top"
         mount --bind "$top" "$root$top"
+        if [ -n "${SID_EXTRA_BIND:-}" ]; then
+            mkdir -p "$root$SID_EXTRA_BIND"
+            mount --bind "$SID_EXTRA_BIND" "$root$SID_EXTRA_BIND"
+        fi
         cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
         exec chroot "$root" /usr/bin/env -i \
             PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
