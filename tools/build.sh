@@ -11,6 +11,9 @@ VENV=$BUILD/venv
 PATCHED_BUILD=$BUILD/patched
 STOCK_BUILD=$BUILD/stock
 STOCK_LIBRARY=$STOCK_BUILD/subprojects/$SPICE_DIR/server/libspice-server.so.1
+LIBRARY_IN_BUILD=subprojects/$SPICE_DIR/server/libspice-server.so.1
+# Sanitizer variants of both libraries, for the race tests: NAME:PROJECT:SANITIZER.
+SANITIZER_VARIANTS="stock-asan:stock:address,undefined patched-asan:.:address,undefined stock-tsan:stock:thread patched-tsan:.:thread"
 
 # What the build and the tests need, or nothing when the host has it all.
 host_missing_requirements() {
@@ -150,7 +153,7 @@ ensure_subproject() {
     stamp_file=$subdir/.sid-patches
     if [ -d "$subdir" ] && [ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp_want" ]; then
         note "$name: the wrap or its patches changed: extracting the tarball again"
-        rm -rf "$subdir" "$builddir"
+        rm -rf "$subdir" "$builddir" "$BUILD/$name-asan" "$BUILD/$name-tsan"
     fi
     if [ ! -d "$subdir" ]; then
         step "$name: extracting spice-server 0.16.0 and applying its patches"
@@ -180,13 +183,45 @@ build_stock() {
     run_logged "stock: building" "$BUILD/logs/stock-build.log" meson compile -C "$STOCK_BUILD"
 }
 
+# A sanitizer variant: only libspice-server itself is built, with
+# -fsanitize; a process loads it with the sanitizer's runtime preloaded.
+build_sanitizer_variant() {
+    local name=$1 project=$2 sanitizer=$3 builddir=$BUILD/$1
+    if [ ! -e "$builddir/build.ninja" ]; then
+        step "$name: configuring (-Db_sanitize=$sanitizer)"
+        run_logged "$name: meson setup" "$BUILD/logs/$name-setup.log" \
+            meson setup "$builddir" "$TOP/$project" --buildtype=debugoptimized -Db_sanitize="$sanitizer" -Db_lundef=false
+    fi
+    step "$name: building libspice-server (about 1 minute the first time)"
+    run_logged "$name: building" "$BUILD/logs/$name-build.log" \
+        meson compile -C "$builddir" "subprojects/$SPICE_DIR/server/spice-server:shared_library"
+}
+
+build_sanitizer_variants() {
+    local entry name project sanitizer
+    for entry in $SANITIZER_VARIANTS; do
+        IFS=: read -r name project sanitizer <<<"$entry"
+        build_sanitizer_variant "$name" "$project" "$sanitizer"
+    done
+}
+
+# NAME=PATH of every variant besides the bundled patched one.
+variant_libraries_option() {
+    local entry name list="stock=$STOCK_LIBRARY"
+    for entry in $SANITIZER_VARIANTS; do
+        name=${entry%%:*}
+        list+=",$name=$BUILD/$name/$LIBRARY_IN_BUILD"
+    done
+    echo "$list"
+}
+
 build_patched() {
     ensure_subproject "$TOP" "$PATCHED_BUILD" patched
     step "patched: building spice-server with spice_patch/ and the harness, installing the Python package (about 1 minute the first time)"
     run_logged "patched: pip install" "$BUILD/logs/patched-install.log" \
         "$VENV/bin/pip" install --no-build-isolation --no-deps --no-index -v \
         -Cbuild-dir="$PATCHED_BUILD" \
-        -Csetup-args=-Dvariant_libraries="stock=$STOCK_LIBRARY" \
+        -Csetup-args=-Dvariant_libraries="$(variant_libraries_option)" \
         "$TOP"
 }
 
@@ -198,6 +233,7 @@ setup_all() {
     ensure_venv
     build_stock
     build_patched
+    build_sanitizer_variants
     step "set-up done ($SID_ENVIRONMENT)"
 }
 
@@ -275,6 +311,10 @@ run_tests() {
     step "pytest$([ "$extended" = 1 ] && echo ' (extended)')"
     SID_EXTENDED=$extended SID_TOP=$TOP "$VENV/bin/python" -m pytest -p no:cacheprovider "${pytest_args[@]}" "$TOP/tests" || failed=1
     [ "$failed" = 0 ] || { echo "some tests failed (see above)" >&2; return 1; }
+}
+
+run_bench() {
+    SID_TOP=$TOP "$VENV/bin/python" "$TOP/bench/run.py" --output "$TOP/bench/results" "$@"
 }
 
 run_demo() {
