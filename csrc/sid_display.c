@@ -344,3 +344,50 @@ void sid_display_fake_complete(sid_display *d, uint64_t cookie)
     void *args[2] = { d, &cookie };
     sid_core_call(&d->srv->core, do_fake_complete, args);
 }
+
+/* ---- raw scanouts (sid_raw.c) ---------------------------------------- */
+typedef struct {
+    sid_display *d;
+    int use_scanout2;
+    const int *fds;
+    const uint32_t *offsets, *strides;
+    uint32_t width, height, num_planes, fourcc;
+    uint64_t modifier;
+    int y0_top;
+} raw_scanout_args;
+
+static void do_scanout_raw(void *p)
+{
+    raw_scanout_args *a = p;
+    sid_display *d = a->d;
+    if (!a->use_scanout2) {
+        spice_qxl_gl_scanout(&d->qxl, a->fds[0], a->width, a->height,
+                             a->strides[0], a->fourcc, a->y0_top);
+    } else {
+        spice_qxl_gl_scanout2(&d->qxl, a->fds, a->width, a->height,
+                              a->offsets, a->strides, a->num_planes,
+                              a->fourcc, a->modifier, a->y0_top);
+    }
+    /* QEMU believes it has a scanout whatever spice made of it, and draws */
+    d->have_scanout = 1;
+}
+
+void sid_display_do_scanout_raw(sid_display *d, int use_scanout2,
+                                const int *fds, uint32_t width,
+                                uint32_t height, const uint32_t *offsets,
+                                const uint32_t *strides, uint32_t num_planes,
+                                uint32_t fourcc, uint64_t modifier, int y0_top)
+{
+    raw_scanout_args a = { .d = d, .use_scanout2 = use_scanout2, .fds = fds,
+                           .offsets = offsets, .strides = strides,
+                           .width = width, .height = height,
+                           .num_planes = num_planes, .fourcc = fourcc,
+                           .modifier = modifier, .y0_top = y0_top };
+    sid_core_call(&d->srv->core, do_scanout_raw, &a);
+    sid_log_add(&d->srv->log, SID_EV_SCANOUT, d->id, 0, width, height,
+                num_planes, fourcc,
+                "%s (raw) %ux%u stride=%u offset=%u planes=%u fourcc=0x%08x"
+                " fd=%d y0_top=%d",
+                use_scanout2 ? "gl_scanout2" : "gl_scanout", width, height,
+                strides[0], offsets[0], num_planes, fourcc, fds[0], y0_top);
+}

@@ -10,6 +10,8 @@
  *   sid_server.c   spice server setup/teardown, port choice, public entry
  *                  points that marshal onto the core thread
  *   sid_info.c     library path / version helpers
+ *   sid_raw.c      raw (possibly invalid) scanouts: fds of every kind QEMU
+ *                  could pass, unchecked geometry, for the bad-input tests
  *
  * All state lives in a sid_server context.  The only process-wide state
  * is the pointer to the live server (SpiceCoreInterface callbacks carry no
@@ -79,6 +81,13 @@ int sid_display_do_scanout(sid_display *d, const int *fds, uint32_t width,
                            const uint32_t *strides, uint32_t num_planes,
                            uint32_t fourcc, uint64_t modifier, int y0_top,
                            int single);
+/* Raw scanout (sid_raw.c): fds/offsets/strides have SID_RAW_MAX_PLANES
+ * entries; num_planes is passed to spice unchecked. */
+void sid_display_do_scanout_raw(sid_display *d, int use_scanout2,
+                                const int *fds, uint32_t width,
+                                uint32_t height, const uint32_t *offsets,
+                                const uint32_t *strides, uint32_t num_planes,
+                                uint32_t fourcc, uint64_t modifier, int y0_top);
 int sid_display_do_draw(sid_display *d, uint32_t x, uint32_t y, uint32_t w,
                         uint32_t h, uint64_t *cookie);
 void sid_display_fake_complete(sid_display *d, uint64_t cookie);

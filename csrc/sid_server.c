@@ -59,6 +59,7 @@ static int pick_free_port(void)
 typedef struct {
     sid_server *srv;
     const char *codecs;
+    const char *unix_path;      /* NULL: TCP on 127.0.0.1 */
     int ret;
     char msg[256];
 } start_args;
@@ -69,7 +70,7 @@ static void do_start(void *p)
     sid_server *srv = a->srv;
 
     for (int attempt = 0; attempt < 5; attempt++) {
-        int port = pick_free_port();
+        int port = a->unix_path ? 0 : pick_free_port();
         if (port < 0) {
             snprintf(a->msg, sizeof(a->msg), "no free loopback port: %s",
                      g_strerror(errno));
@@ -77,8 +78,14 @@ static void do_start(void *p)
             return;
         }
         SpiceServer *s = spice_server_new();
-        spice_server_set_port(s, port);
-        spice_server_set_addr(s, "127.0.0.1", SPICE_ADDR_FLAG_IPV4_ONLY);
+        if (a->unix_path) {
+            /* QEMU's -spice unix=on,addr=PATH (ui/spice-core.c): no port,
+             * spice_server_set_addr(..., SPICE_ADDR_FLAG_UNIX_ONLY) */
+            spice_server_set_addr(s, a->unix_path, SPICE_ADDR_FLAG_UNIX_ONLY);
+        } else {
+            spice_server_set_port(s, port);
+            spice_server_set_addr(s, "127.0.0.1", SPICE_ADDR_FLAG_IPV4_ONLY);
+        }
         spice_server_set_noauth(s);
         /* QEMU's default when -spice streaming-video is not given */
         spice_server_set_streaming_video(s, SPICE_STREAM_VIDEO_OFF);
@@ -94,6 +101,13 @@ static void do_start(void *p)
         if (spice_server_init(s, &srv->core.iface) != 0) {
             /* most likely the port was taken in between: try another */
             spice_server_destroy(s);
+            if (a->unix_path) {
+                snprintf(a->msg, sizeof(a->msg),
+                         "spice_server_init failed on unix socket %s",
+                         a->unix_path);
+                a->ret = SID_ERR_SPICE;
+                return;
+            }
             snprintf(a->msg, sizeof(a->msg),
                      "spice_server_init failed on 127.0.0.1:%d", port);
             a->ret = SID_ERR_SPICE;
@@ -134,6 +148,13 @@ static void do_stop(void *p)
 sid_server *sid_server_new(const char *codecs, int n_displays,
                            char *err, size_t errlen)
 {
+    return sid_server_new_unix(codecs, n_displays, NULL, err, errlen);
+}
+
+sid_server *sid_server_new_unix(const char *codecs, int n_displays,
+                                const char *unix_path,
+                                char *err, size_t errlen)
+{
     if (!codecs || n_displays < 1 || n_displays > SID_MAX_DISPLAYS) {
         set_err(err, errlen, "invalid arguments: codecs=%s displays=%d "
                 "(need a codec list and 1..%d displays)",
@@ -161,16 +182,23 @@ sid_server *sid_server_new(const char *codecs, int n_displays,
     sid_core_set_current(&srv->core);
     sid_core_start(&srv->core, &srv->log);
 
-    start_args a = { .srv = srv, .codecs = codecs, .ret = SID_ERR_SPICE };
+    start_args a = { .srv = srv, .codecs = codecs, .unix_path = unix_path,
+                     .ret = SID_ERR_SPICE };
     sid_core_call(&srv->core, do_start, &a);
     if (a.ret != SID_OK) {
         set_err(err, errlen, "%s", a.msg);
         sid_server_free(srv);
         return NULL;
     }
-    sid_log_add(&srv->log, SID_EV_SERVER_STARTED, -1, 0, srv->port,
-                n_displays, 0, 0, "listening on 127.0.0.1:%d, codecs %s",
-                srv->port, codecs);
+    if (unix_path) {
+        sid_log_add(&srv->log, SID_EV_SERVER_STARTED, -1, 0, 0, n_displays,
+                    0, 0, "listening on unix socket %s, codecs %s",
+                    unix_path, codecs);
+    } else {
+        sid_log_add(&srv->log, SID_EV_SERVER_STARTED, -1, 0, srv->port,
+                    n_displays, 0, 0, "listening on 127.0.0.1:%d, codecs %s",
+                    srv->port, codecs);
+    }
     return srv;
 }
 

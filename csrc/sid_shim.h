@@ -44,6 +44,16 @@ enum {
     SID_ERR_STOPPED = -7         /* the server was stopped */
 };
 
+/* File descriptor kinds of sid_display_scanout_raw(). */
+enum {
+    SID_FD_MEMFD = 0,
+    SID_FD_VALUE = 1,
+    SID_FD_CLOSED = 2,
+    SID_FD_PIPE = 3,
+    SID_FD_SOCKET = 4
+};
+enum { SID_RAW_MAX_PLANES = 8 };
+
 typedef struct {
     int64_t t_ns;        /* CLOCK_MONOTONIC, nanoseconds */
     int32_t kind;        /* SID_EV_* */
@@ -58,6 +68,14 @@ typedef struct {
  * QXL instances.  NULL on failure with a message in err. */
 sid_server *sid_server_new(const char *codecs, int n_displays,
                            char *err, size_t errlen);
+/* The same, listening on the unix socket `unix_path` only (QEMU's
+ * -spice unix=on,addr=PATH, the only way QEMU offers gl=on): no TCP port
+ * (sid_server_port() is 0).  A local client there that advertises
+ * SPICE_DISPLAY_CAP_GL_SCANOUT gets the scanout's fd (GL_SCANOUT_UNIX);
+ * unix_path NULL: same as sid_server_new(). */
+sid_server *sid_server_new_unix(const char *codecs, int n_displays,
+                                const char *unix_path,
+                                char *err, size_t errlen);
 /* Stop the server and free everything (closes the listening socket). */
 void sid_server_free(sid_server *srv);
 int sid_server_port(sid_server *srv);
@@ -81,6 +99,30 @@ int sid_display_scanout2(sid_server *srv, int display,
                          uint32_t num_planes, uint32_t fourcc,
                          uint64_t modifier, int y0_top, int separate_fds,
                          char *err, size_t errlen);
+/* Raw scanout: the fields exactly as a (buggy or hostile) device model
+ * could pass them, for the bad-input tests.  Each of the `n` plane slots
+ * (n <= SID_RAW_MAX_PLANES) gets a file descriptor of kind fd_kinds[i]:
+ *   SID_FD_MEMFD   a dup() of one memfd of memfd_size bytes (ftruncate,
+ *                  sparse) holding data[0..min(len, memfd_size)), shared by
+ *                  every MEMFD slot as one multi-plane DMA-BUF;
+ *   SID_FD_VALUE   raw_fds[i] passed as is (e.g. -1);
+ *   SID_FD_CLOSED  a number that is not an open fd in this process;
+ *   SID_FD_PIPE    a dup() of the read end of a pipe (not mappable);
+ *   SID_FD_SOCKET  a dup() of one end of a socketpair (not mappable).
+ * num_planes is passed unchecked (0, or more than n, is allowed: the
+ * arrays spice-server gets are SID_RAW_MAX_PLANES long whatever n is).
+ * use_scanout2 = 0: spice_qxl_gl_scanout(fd[0], width, height, strides[0],
+ * fourcc, y0_top); 1: spice_qxl_gl_scanout2 with all the fields.  spice
+ * owns the fds it is given (it closes them), as with a good scanout. */
+int sid_display_scanout_raw(sid_server *srv, int display, int use_scanout2,
+                            const uint8_t *data, size_t len,
+                            uint64_t memfd_size,
+                            const int32_t *fd_kinds, const int32_t *raw_fds,
+                            const uint32_t *offsets, const uint32_t *strides,
+                            uint32_t n, uint32_t num_planes,
+                            uint32_t width, uint32_t height, uint32_t fourcc,
+                            uint64_t modifier, int y0_top,
+                            char *err, size_t errlen);
 /* spice_qxl_gl_draw_async with a fresh cookie, stored in *cookie.
  * SID_ERR_BUSY while a draw is outstanding (QEMU blocks its console). */
 int sid_display_draw(sid_server *srv, int display,

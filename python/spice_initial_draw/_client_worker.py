@@ -14,6 +14,14 @@ What is observable, and how:
    built-in decoder (no GStreamer element).
  - a stream frame = a display-invalidate after a stream was created on that
    channel (spice-gtk invalidates the stream's rectangle per decoded frame).
+ - GL (local) clients: connect(unix_path=..., gl=True) sets the session's
+   "unix-path" and "gl-scanout"; the display channel's "gl-scanout"
+   property change is the event "gl-scanout" (with the scanout's fd, size,
+   stride, fourcc, y0top) and each "gl-draw" signal the event "gl-draw",
+   answered with spice_display_channel_gl_draw_done() as spice-gtk's
+   widget does.
+ - rpc_cycle: many short sessions (connect, display channel open,
+   disconnect) in this one process, for the connect/disconnect soaks.
 """
 from __future__ import annotations
 
@@ -50,6 +58,8 @@ class ClientState:
         self.streaming: dict[int, bool] = {}
         self.last_channel = 0
         self.channels: list[Any] = []
+        self.cycle: dict[str, Any] | None = None   # state of rpc_cycle
+        self.old_sessions: list[Any] = []
         GLib.log_set_handler("GSpice", GLib.LogLevelFlags.LEVEL_MASK
                              | GLib.LogLevelFlags.FLAG_FATAL
                              | GLib.LogLevelFlags.FLAG_RECURSION,
@@ -68,6 +78,9 @@ class ClientState:
         ch = self.last_channel
         if (m := RE_STREAM.search(message)):
             self.streaming[ch] = True
+            if self.cycle is not None:
+                self.cycle["stream"] = True
+                return
             self.add("stream-create", ch, stream_id=int(m.group(1)))
         elif (m := RE_ELEMENT.search(message)):
             el = m.group(1)
@@ -83,17 +96,24 @@ class ClientState:
             self.add("spice-warning", ch, text=message)
 
     # -- session / channels --------------------------------------------------
-    def connect(self, host: str, port: int, codec: str | None) -> bool:
+    def connect(self, host: str, port: int, codec: str | None,
+                unix_path: str | None = None, gl: bool | None = None) -> bool:
         if codec is not None and codec not in CODEC_TYPES:
             raise ValueError(f"unknown codec {codec!r}; one of {sorted(CODEC_TYPES)}")
         self.codec = codec
         s = SpiceClientGLib.Session()
-        s.props.host = host
-        s.props.port = str(port)
+        if unix_path is not None:
+            s.props.unix_path = unix_path   # local client (QEMU unix=on)
+        else:
+            s.props.host = host
+            s.props.port = str(port)
+        if gl is not None:
+            s.props.gl_scanout = gl   # SPICE_DISPLAY_CAP_GL_SCANOUT
         GObject.Object.connect(s, "channel-new", self.on_channel_new)
         GObject.Object.connect(s, "channel-destroy", self.on_channel_destroy)
         self.session = s
-        self.add("session-connect", host=host, port=port)
+        self.add("session-connect", host=host, port=port, unix_path=unix_path,
+                 gl=s.props.gl_scanout)
         return bool(s.connect())  # spice_session_connect
 
     def on_channel_new(self, _s: Any, ch: Any) -> None:
@@ -106,6 +126,8 @@ class ClientState:
             GObject.Object.connect(ch, "display-primary-destroy", self.on_primary_destroy)
             GObject.Object.connect(ch, "display-invalidate", self.on_invalidate)
             GObject.Object.connect(ch, "display-mark", self.on_mark)
+            GObject.Object.connect(ch, "notify::gl-scanout", self.on_gl_scanout)
+            GObject.Object.connect(ch, "gl-draw", self.on_gl_draw)
             ch.connect()  # spice_channel_connect
 
     def on_channel_destroy(self, _s: Any, ch: Any) -> None:
@@ -150,9 +172,100 @@ class ClientState:
     def on_mark(self, ch: Any, mark: int) -> None:
         self.add("display-mark", ch.props.channel_id, mark=mark)
 
+    def on_gl_scanout(self, ch: Any, _pspec: Any) -> None:
+        info: dict[str, Any] = {}
+        sc = ch.get_gl_scanout()
+        if sc is not None:
+            info = dict(fd=sc.fd, width=sc.width, height=sc.height,
+                        stride=sc.stride, format=sc.format, y0top=bool(sc.y0top))
+        self.add("gl-scanout", ch.props.channel_id, **info)
+
+    def on_gl_draw(self, ch: Any, x: int, y: int, w: int, h: int) -> None:
+        self.add("gl-draw", ch.props.channel_id, x=x, y=y, w=w, h=h)
+        ch.gl_draw_done()   # what spice-gtk's widget does once it rendered
+
     # -- RPC ------------------------------------------------------------------
-    def rpc_connect(self, host: str, port: int, codec: str | None) -> bool:
-        return self.connect(host, port, codec)
+    def rpc_connect(self, host: str, port: int, codec: str | None,
+                    unix_path: str | None = None, gl: bool | None = None) -> bool:
+        return self.connect(host, port, codec, unix_path, gl)
+
+    def rpc_cycle(self, count: int, host: str, port: int, codec: str | None,
+                  wait_frame: float = 0.0, timeout: float = 10.0) -> dict[str, Any]:
+        """`count` sessions one after the other: connect, wait until the
+        display channel is open (and, with wait_frame > 0, up to wait_frame
+        s for a stream frame), disconnect, wait until every channel is
+        gone.  Nothing is added to the event log; returns counts."""
+        ctx = GLib.MainContext.default()
+        out: dict[str, Any] = dict(cycles=0, ready=0, frames=0, closed=0,
+                                   seconds=0.0)
+        t0 = time.monotonic()
+        tick = GLib.timeout_add(20, lambda: True)   # wakes iteration(True)
+        try:
+            for _ in range(count):
+                st: dict[str, Any] = dict(ready=False, stream=False, frame=False,
+                                          channels=0, destroyed=0,
+                                          main_closed=False)
+                self.cycle = st
+                s = SpiceClientGLib.Session()
+                s.props.host = host
+                s.props.port = str(port)
+
+                def on_event(ch: Any, event: Any, st: dict = st) -> None:
+                    if event != SpiceClientGLib.ChannelEvent.OPENED and \
+                            isinstance(ch, SpiceClientGLib.MainChannel):
+                        st["main_closed"] = True
+                        st.setdefault("main_events", []).append(str(event))
+                    if event == SpiceClientGLib.ChannelEvent.OPENED and \
+                            isinstance(ch, SpiceClientGLib.DisplayChannel):
+                        if codec:
+                            ch.display_channel_change_preferred_video_codec_types(
+                                [CODEC_TYPES[codec]])
+                        st["ready"] = True
+
+                def on_inval(ch: Any, *_a: Any, st: dict = st) -> None:
+                    if st["stream"]:
+                        st["frame"] = True
+
+                def on_new(_s: Any, ch: Any, st: dict = st) -> None:
+                    st["channels"] += 1
+                    GObject.Object.connect(ch, "channel-event", on_event)
+                    if isinstance(ch, SpiceClientGLib.DisplayChannel):
+                        GObject.Object.connect(ch, "display-invalidate", on_inval)
+                        ch.connect()
+
+                def on_destroy(_s: Any, _ch: Any, st: dict = st) -> None:
+                    st["destroyed"] += 1
+
+                GObject.Object.connect(s, "channel-new", on_new)
+                GObject.Object.connect(s, "channel-destroy", on_destroy)
+                s.connect()
+                deadline = time.monotonic() + timeout
+                while not st["ready"] and time.monotonic() < deadline:
+                    ctx.iteration(True)
+                if not st["ready"]:
+                    raise TimeoutError(f"cycle {out['cycles']}: display "
+                                       f"channel not open within {timeout} s"
+                                       f" ({st})")
+                out["ready"] += 1
+                if wait_frame > 0:
+                    fdl = time.monotonic() + wait_frame
+                    while not st["frame"] and time.monotonic() < fdl:
+                        ctx.iteration(True)
+                out["frames"] += int(st["frame"])
+                s.disconnect()
+                self.old_sessions.append(s)
+                deadline = time.monotonic() + timeout
+                while not st["main_closed"] and time.monotonic() < deadline:
+                    ctx.iteration(True)
+                out["closed"] += int(st["main_closed"])
+                out["cycles"] += 1
+                while ctx.pending():
+                    ctx.iteration(False)
+        finally:
+            self.cycle = None
+            GLib.source_remove(tick)
+            out["seconds"] = time.monotonic() - t0
+        return out
 
     def rpc_events(self, since: int) -> list[tuple[int, str, int, dict[str, Any]]]:
         return self.events[since:]

@@ -28,7 +28,10 @@ class WorkerProcess:
     """A `python -m MODULE FD ARGS...` subprocess answering call()s."""
 
     def __init__(self, module: str, args: list[str],
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None,
+                 prefix: list[str] | None = None) -> None:
+        """prefix: a command the worker runs under (e.g. ["valgrind",
+        "--tool=callgrind"]); the worker's pid is then the prefix's."""
         parent, child = socket.socketpair()
         self.stderr_file = tempfile.TemporaryFile(prefix="sid-worker-")
         full_env = dict(os.environ)
@@ -36,7 +39,8 @@ class WorkerProcess:
             full_env.update(env)
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", module, str(child.fileno()), *args],
+                [*(prefix or []), sys.executable, "-m", module,
+                 str(child.fileno()), *args],
                 pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
                 stdout=self.stderr_file, stderr=self.stderr_file,
                 env=full_env)
@@ -53,6 +57,18 @@ class WorkerProcess:
         if status == "ok":
             return payload
         raise RpcError(*payload)
+
+    def stderr_text(self, start: int = 0) -> str:
+        """What the worker printed (stdout and stderr) from byte `start`.
+        pread: the file offset is shared with the worker, leave it alone."""
+        fd = self.stderr_file.fileno()
+        size = os.fstat(fd).st_size
+        return os.pread(fd, max(0, size - start), start).decode("utf-8",
+                                                                "replace")
+
+    def stderr_size(self) -> int:
+        """Bytes the worker has printed so far (a mark for stderr_text)."""
+        return os.fstat(self.stderr_file.fileno()).st_size
 
     def stderr_tail(self, lines: int = 30) -> str:
         self.stderr_file.seek(0)

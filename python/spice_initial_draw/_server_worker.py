@@ -44,9 +44,15 @@ class Handlers:
                 "header_version": int(self.lib.sid_spice_header_version()),
                 "pid": os.getpid()}
 
-    def rpc_start(self, codecs: str, displays: int) -> int:
-        self.srv = self.lib.sid_server_new(codecs.encode(), displays,
-                                           self.err, len(self.err))
+    def rpc_start(self, codecs: str, displays: int,
+                  unix_path: str | None = None) -> int:
+        if unix_path is None:
+            self.srv = self.lib.sid_server_new(codecs.encode(), displays,
+                                               self.err, len(self.err))
+        else:
+            self.srv = self.lib.sid_server_new_unix(
+                codecs.encode(), displays, unix_path.encode(), self.err,
+                len(self.err))
         if self.srv == self.ffi.NULL:
             raise RuntimeError(f"SPICE|start: {self._error()}")
         return int(self.lib.sid_server_port(self.srv))
@@ -66,6 +72,22 @@ class Handlers:
             self.ffi.new("uint32_t[]", offsets), self.ffi.new("uint32_t[]", strides),
             n, fourcc, modifier, int(y0_top), int(separate_fds),
             self.err, len(self.err)), "scanout2")
+
+    def rpc_scanout_raw(self, display: int, use_scanout2: bool, data: bytes,
+                        memfd_size: int, fd_kinds: list[int],
+                        raw_fds: list[int], offsets: list[int],
+                        strides: list[int], num_planes: int, width: int,
+                        height: int, fourcc: int, modifier: int,
+                        y0_top: bool) -> None:
+        n = len(fd_kinds)
+        self._check(self.lib.sid_display_scanout_raw(
+            self.srv, display, int(use_scanout2), data, len(data), memfd_size,
+            self.ffi.new("int32_t[]", fd_kinds),
+            self.ffi.new("int32_t[]", raw_fds),
+            self.ffi.new("uint32_t[]", offsets),
+            self.ffi.new("uint32_t[]", strides), n, num_planes, width, height,
+            fourcc, modifier, int(y0_top), self.err, len(self.err)),
+            "scanout_raw")
 
     def rpc_draw(self, display: int, x: int, y: int, w: int, h: int) -> int:
         cookie = self.ffi.new("uint64_t *")

@@ -23,21 +23,33 @@ class Server:
 
     Server(codecs="gstreamer:mjpeg", variant="patched", displays=1)
     The first usable codec must be a gstreamer:* one (the DMA-BUF path).
+    unix_path: listen on that unix socket only, no TCP port (QEMU's
+    -spice unix=on,addr=PATH, which gl=on needs); local GL clients
+    (Client(..., unix_path=..., gl=True)) get the scanout itself.
+    command_prefix: run the server process under this command (e.g.
+    ["valgrind", "--tool=callgrind", ...] for the benchmarks).
     """
 
     def __init__(self, codecs: str = "gstreamer:mjpeg",
                  variant: str = "patched", displays: int = 1,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None,
+                 command_prefix: list[str] | None = None,
+                 unix_path: str | None = None) -> None:
         self.codecs = codecs
+        self.unix_path = unix_path
         self.variant = variant
         self.n_displays = displays
         self._events: list[Event] = []
         self._closed = False
         self._worker = _rpc.WorkerProcess(
-            "spice_initial_draw._server_worker", [variant], env=env)
+            "spice_initial_draw._server_worker", [variant], env=env,
+            prefix=command_prefix)
         self.pid = self._worker.proc.pid
         self.library: str = self._call("info")["library"]
-        self.port: int = self._call("start", codecs, displays)
+        if unix_path is None:
+            self.port: int = self._call("start", codecs, displays)
+        else:   # QEMU's -spice unix=on,addr=PATH (gl=on): no TCP port
+            self.port = self._call("start", codecs, displays, unix_path)
 
     # -- plumbing ---------------------------------------------------------
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -74,6 +86,8 @@ class Server:
 
     @property
     def uri(self) -> str:
+        if self.unix_path is not None:
+            return f"spice+unix://{self.unix_path}"
         return f"spice://{HOST}:{self.port}"
 
     @property
@@ -125,6 +139,17 @@ class Server:
                     f"{count} {kind.name} event(s) expected within {timeout} s,"
                     f" got {len(found)}")
             time.sleep(0.02)
+
+    # -- output -----------------------------------------------------------------
+    def output_mark(self) -> int:
+        """A mark in the server process's output (its stderr, where
+        spice-server's g_log warnings go), for output(since=mark)."""
+        return self._worker.stderr_size()
+
+    def output(self, since: int = 0) -> str:
+        """What the server process printed (spice-server's warnings, the
+        shim's own warnings), from `since` (an output_mark())."""
+        return self._worker.stderr_text(since)
 
     # -- file descriptors -----------------------------------------------------
     def fds(self) -> dict[int, str]:
@@ -244,6 +269,48 @@ class Display:
         self.server._call("scanout2", self.index, data, width, height,
                           list(offsets), list(strides), fourcc, modifier,
                           y0_top, separate_fds)
+        self.width, self.height = width, height
+
+    def scanout_raw(self, *, width: int, height: int, stride: int,
+                    fourcc: int = DRM_FORMAT_XRGB8888,
+                    fd: "int | str" = "memfd", memfd_size: int | None = None,
+                    data: bytes = b"", num_planes: int | None = None,
+                    planes: "list[tuple[int | str, int, int]] | None" = None,
+                    scanout2: bool = False,
+                    modifier: int = 0x00ffffffffffffff,
+                    y0_top: bool = False) -> None:
+        """A scanout with fields exactly as a device model could pass them,
+        unchecked (bad-input tests).
+
+        fd: "memfd" (a memfd of memfd_size bytes, default stride*height,
+        holding `data`), "closed" (a number that is not open), "pipe",
+        "socket" (not mappable), or an int passed as is (e.g. -1).
+        planes: [(fd, offset, stride), ...] for scanout2 (default one plane
+        from fd/stride); num_planes: the count passed to spice (default
+        len(planes), may be 0 or more than 4).  All "memfd" planes share one
+        memfd.  scanout2=False calls spice_qxl_gl_scanout (plane 0 only)."""
+        kinds = {"memfd": 0, "closed": 2, "pipe": 3, "socket": 4}
+        if planes is None:
+            planes = [(fd, 0, stride)]
+        if not 1 <= len(planes) <= 8:
+            raise ValueError("planes: 1..8 slots")
+        fd_kinds, raw_fds = [], []
+        for pfd, _, _ in planes:
+            if isinstance(pfd, int):
+                fd_kinds.append(1)
+                raw_fds.append(pfd)
+            elif pfd in kinds:
+                fd_kinds.append(kinds[pfd])
+                raw_fds.append(-1)
+            else:
+                raise ValueError(f"fd {pfd!r}: use an int or one of {sorted(kinds)}")
+        if memfd_size is None:
+            memfd_size = stride * height
+        n = len(planes) if num_planes is None else num_planes
+        self.server._call("scanout_raw", self.index, scanout2, bytes(data),
+                          memfd_size, fd_kinds, raw_fds,
+                          [p[1] for p in planes], [p[2] for p in planes], n,
+                          width, height, fourcc, modifier, y0_top)
         self.width, self.height = width, height
 
     def draw(self, x: int = 0, y: int = 0, w: int | None = None,

@@ -21,8 +21,21 @@ def _config():  # type: ignore[no-untyped-def]
     return _build_config
 
 
+def _extra_variants() -> dict[str, str]:
+    """Variants named in $SID_EXTRA_VARIANTS ("NAME=/ABS/PATH,..."): a
+    library built elsewhere, e.g. a patch tried out before it joins the
+    series (same soname and exported symbols as the others)."""
+    out: dict[str, str] = {}
+    for entry in os.environ.get("SID_EXTRA_VARIANTS", "").split(","):
+        name, sep, path = entry.strip().partition("=")
+        if sep and name and path.startswith("/"):
+            out[name] = path
+    return out
+
+
 def available_variants() -> list[str]:
     names = set(getattr(_config(), "VARIANT_LIBRARIES", {}).keys())
+    names.update(_extra_variants())
     names.add(DEFAULT_VARIANT)
     return sorted(names)
 
@@ -48,6 +61,7 @@ def bundled_library() -> str:
 def variant_library(variant: str) -> str:
     """Absolute path of the variant's library."""
     libs: dict[str, str] = dict(getattr(_config(), "VARIANT_LIBRARIES", {}))
+    libs.update(_extra_variants())
     if variant in libs:
         path = libs[variant]
         if not os.path.exists(path):

@@ -1,0 +1,353 @@
+"""results.json -> results.md (tables, targets) and PNG plots."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Iterable
+
+TTFF_RATIO_TARGET = 1.25
+STEADY_RATIO_TARGET = 1.02
+STORM_DRAW_TARGET_MS = 1000.0
+
+
+def median(v: Iterable[float]) -> float:
+    s = sorted(v)
+    if not s:
+        return float("nan")
+    m = len(s) // 2
+    return s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2
+
+
+def pct(v: Iterable[float], p: float) -> float:
+    s = sorted(v)
+    if not s:
+        return float("nan")
+    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
+    return s[k]
+
+
+def _f(v: float | None, nd: int = 0) -> str:
+    if v is None or v != v:
+        return "–"
+    return f"{v:.{nd}f}"
+
+
+def _load(v: Any) -> str:
+    return "?" if not v else f"{v[0]:.1f}"
+
+
+def _spread(v: list[float]) -> str:
+    if not v:
+        return "–"
+    if len(v) == 1:
+        return f"{v[0]:.0f}"
+    return f"{median(v):.0f} ({min(v):.0f}–{max(v):.0f})"
+
+
+def ttff_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (content, w, h, codec)."""
+    keys = []
+    for r in res["ttff"] + res["ref"]:
+        k = (r["content"], r["w"], r["h"], r["codec"])
+        if k not in keys:
+            keys.append(k)
+    rows = []
+    for (content, w, h, codec) in keys:
+        def sel(lst: list[dict[str, Any]], variant: str) -> list[dict[str, Any]]:
+            return [r for r in lst if (r["content"], r["w"], r["h"], r["codec"],
+                                       r["variant"]) == (content, w, h, codec, variant)]
+        pt = sel(res["ttff"], "patched")
+        st = sel(res["ttff"], "stock")
+        pref = sel(res["ref"], "patched")
+        sref = sel(res["ref"], "stock")
+        ttff = [r["ttff_ms"] for r in pt if r["ttff_ms"] is not None]
+        init = [r["ttff_ms"] - r["ready_ms"] for r in pt if r["ttff_ms"] is not None]
+        ready = [r["ready_ms"] for r in pt + st]
+        ref = [r["draw_px_ms"] for r in pref if r["draw_px_ms"] is not None]
+        sref_v = [r["draw_px_ms"] for r in sref if r["draw_px_ms"] is not None]
+        warm = [r["warm_draw_px_ms"] for r in pt if r.get("warm_draw_px_ms") is not None]
+        floor = [f for f in res["floor"] if (f["content"], f["w"], f["h"], f["codec"])
+                 == (content, w, h, codec)]
+        floor_ms = median([x["total_ms"] for f in floor for x in f["runs"]]) if floor else None
+        floor_cold = next((f["cold"]["total_ms"] for f in res["floor"]
+                           if f["codec"] == codec and f.get("cold")), None)
+        stock_txt = "–"
+        if st:
+            got = [r["ttff_ms"] for r in st if r["ttff_ms"] is not None]
+            stock_txt = (_spread(got) if got else
+                         f"no frame in {st[0]['window_s']:g} s")
+        ratio = (median(init) / median(ref)) if init and ref else None
+        rows.append(dict(content=content, w=w, h=h, codec=codec,
+                         n=len(pt), missing=len(pt) - len(ttff),
+                         ttff=ttff, init=init, ready=ready, ref=ref, stock_ref=sref_v,
+                         warm=warm, floor=floor_ms, floor_cold=floor_cold,
+                         stock=stock_txt, ratio=ratio))
+    return rows
+
+
+def ttff_table(rows: list[dict[str, Any]], content: str) -> str:
+    out = ["| resolution | codec | patched TTFF, ms | stock TTFF | channel ready, ms "
+           "| TTFF − ready, ms | draw → pixels (ref), ms | ratio | stock draw → pixels, ms "
+           "| warm draw → pixels, ms | encode floor, ms |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["content"] != content:
+            continue
+        ttff = _spread(r["ttff"]) + (f" ({r['missing']} of {r['n']} none)" if r["missing"] else "")
+        ratio = "–" if r["ratio"] is None else (
+            f"**{r['ratio']:.2f}**" if r["ratio"] <= TTFF_RATIO_TARGET else f"{r['ratio']:.2f} ✗")
+        out.append(f"| {r['w']}×{r['h']} | {r['codec']} | {ttff} | {r['stock']} | "
+                   f"{_f(median(r['ready']))} | {_spread(r['init'])} | {_spread(r['ref'])} | "
+                   f"{ratio} | {_spread(r['stock_ref'])} | {_spread(r['warm'])} | "
+                   f"{_f(r['floor'])} |")
+    return "\n".join(out)
+
+
+def steady_table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    out = ["| codec | variant | draws | frames shown on the client | draw → complete median / p95 / max, ms "
+           "| server CPU, ms/draw | CPU per frame shown, ms | instructions/draw (callgrind) |",
+           "|---|---|---|---|---|---|---|---|"]
+    ratios = []
+    codecs = []
+    for r in res["steady"]:
+        if r["codec"] not in codecs:
+            codecs.append(r["codec"])
+    for codec in codecs:
+        per: dict[str, dict[str, Any]] = {}
+        for variant in ("stock", "patched"):
+            nat = [r for r in res["steady"] if r["codec"] == codec
+                   and r["variant"] == variant and not r["callgrind"]]
+            cg = [r for r in res["steady"] if r["codec"] == codec
+                  and r["variant"] == variant and r["callgrind"]]
+            d = nat[0]["done_ms"] if nat else []
+            cpu = nat[0]["cpu_ms_per_draw"] if nat else None
+            ins = cg[0]["instructions_per_draw"] if cg else None
+            shown = nat[0].get("client_frames") if nat else None
+            cpf = (cpu * nat[0]["draws"] / shown) if cpu and shown else None
+            per[variant] = dict(med=median(d) if d else None, cpu=cpu, ins=ins, cpf=cpf)
+            cg_shown = cg[0].get("client_frames") if cg else None
+            out.append(f"| {codec} | {variant} | {nat[0]['draws'] if nat else '–'} | "
+                       f"{shown if shown is not None else '–'} | "
+                       + (f"{median(d):.1f} / {pct(d, 95):.1f} / {max(d):.1f}" if d else "–")
+                       + f" | {_f(cpu, 2)} | {_f(cpf, 2)} | "
+                       + (f"{ins / 1e6:.2f} M ({cg[0]['draws']} draws, {cg_shown} shown)"
+                          if ins else "–") + " |")
+        rr: dict[str, Any] = dict(codec=codec)
+        for k in ("med", "cpu", "ins", "cpf"):
+            a, b = per["stock"].get(k), per["patched"].get(k)
+            rr[k] = (b / a) if a and b else None
+        ratios.append(rr)
+        out.append(f"| {codec} | **patched / stock** | | | {_f(rr['med'], 3)} | {_f(rr['cpu'], 3)} "
+                   f"| {_f(rr['cpf'], 3)} | {_f(rr['ins'], 3)} |")
+    return "\n".join(out), ratios
+
+
+def storm_table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    out = ["| clients | QEMU draw during the storm | variant | clients showing the picture "
+           "| TTFF median, ms | TTFF worst, ms | channel ready median, ms "
+           "| clients disconnected | draw → async_complete, ms |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    rows = []
+    for r in res["storm"]:
+        got = [t for t in r["ttff_ms"] if t is not None]
+        ready = [t for t in r["ready_ms"] if t is not None]
+        dd = r.get("draw_done_ms")
+        out.append(f"| {r['n']} | {'yes' if r['with_draw'] else 'no'} | {r['variant']} | "
+                   f"{len(got)}/{r['n']} in {r['window_s']:g} s | "
+                   f"{_f(median(got)) if got else '–'} | {_f(max(got)) if got else '–'} | "
+                   f"{_f(median(ready)) if ready else '–'} | "
+                   f"{r.get('disconnected', 0)}/{r['n']} | "
+                   + ("–" if not r["with_draw"] else
+                      (f"{dd:.0f}" if dd is not None else
+                       ("server crashed" + (" (SIGSEGV)" if "SIGSEGV" in r.get("draw_error", "") else ""))
+                       if "died" in r.get("draw_error", "") else "never")) + " |")
+        rows.append(r)
+    return "\n".join(out), rows
+
+
+def plots(out: str, res: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    made = []
+    contents = [c for c in ("pattern", "noise") if any(r["content"] == c for r in rows)]
+    sizes = sorted({(r["w"], r["h"]) for r in rows})
+    if rows:
+        fig, axes = plt.subplots(len(contents), len(sizes),
+                                 figsize=(4.6 * len(sizes), 3.6 * len(contents)),
+                                 squeeze=False)
+        for i, content in enumerate(contents):
+            for j, (w, h) in enumerate(sizes):
+                ax = axes[i][j]
+                rs = [r for r in rows if r["content"] == content and (r["w"], r["h"]) == (w, h)]
+                x = np.arange(len(rs))
+                series = [("TTFF (patched)", "ttff", "tab:blue"),
+                          ("channel ready", "ready", "tab:gray"),
+                          ("draw → pixels (ref)", "ref", "tab:orange"),
+                          ("stock draw → pixels", "stock_ref", "tab:red")]
+                bw = 0.17
+                for k, (label, key, col) in enumerate(series):
+                    vals = [r[key] for r in rs]
+                    med = [median(v) if v else 0 for v in vals]
+                    lo = [m - min(v) if v else 0 for m, v in zip(med, vals)]
+                    hi = [max(v) - m if v else 0 for m, v in zip(med, vals)]
+                    ax.bar(x + (k - 2) * bw, med, bw, yerr=[lo, hi], label=label,
+                           color=col, capsize=2)
+                ax.bar(x + 2 * bw, [r["floor"] or 0 for r in rs], bw, label="encode floor",
+                       color="tab:green")
+                for xi, r in zip(x, rs):
+                    if r["ratio"] is not None:
+                        ax.annotate(f"{r['ratio']:.2f}", (xi, 0), xytext=(0, -22),
+                                    textcoords="offset points", ha="center", fontsize=8,
+                                    color="green" if r["ratio"] <= TTFF_RATIO_TARGET else "red")
+                ax.set_xticks(x, [r["codec"] for r in rs])
+                ax.set_title(f"{w}×{h}, {content}", fontsize=10)
+                ax.set_ylabel("ms")
+                ax.grid(axis="y", alpha=0.3)
+        axes[0][0].legend(fontsize=7, loc="upper left")
+        fig.suptitle("Idle VM: time to first frame (stock: no frame at all) vs an ordinary "
+                     "QEMU draw; number under the bars: (TTFF − ready) / (draw → pixels)",
+                     fontsize=10)
+        fig.tight_layout()
+        p = os.path.join(out, "ttff.png")
+        fig.savefig(p, dpi=90)
+        plt.close(fig)
+        made.append(p)
+    if res["storm"] or res["steady"]:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+        ax = axes[0]
+        ns = sorted({r["n"] for r in res["storm"]})
+        for k, (variant, col) in enumerate((("patched", "tab:blue"), ("stock", "tab:red"))):
+            for n in ns:
+                for r in res["storm"]:
+                    if r["variant"] == variant and r["n"] == n and not r["with_draw"]:
+                        got = [t for t in r["ttff_ms"] if t is not None]
+                        xs = [ns.index(n) + (k - 0.5) * 0.3] * len(got)
+                        ax.scatter(xs, got, s=12, color=col,
+                                   label=f"{variant} TTFF" if n == ns[0] else None)
+                        if not got:
+                            ax.annotate("no frame", (ns.index(n) + (k - 0.5) * 0.3, 0),
+                                        ha="center", fontsize=7, color=col)
+                    if r["variant"] == variant and r["n"] == n and r["with_draw"] \
+                            and r.get("draw_done_ms") is not None:
+                        ax.scatter([ns.index(n) + (k - 0.5) * 0.3], [r["draw_done_ms"]],
+                                   marker="x", s=50, color=col,
+                                   label=f"{variant} QEMU draw completion" if n == ns[0] else None)
+        ax.axhline(STORM_DRAW_TARGET_MS, color="k", ls="--", lw=0.8)
+        ax.set_xticks(range(len(ns)), [f"{n} clients" for n in ns])
+        ax.set_ylabel("ms")
+        ax.set_title("Connect storm (idle VM, 1920×1080 mjpeg)", fontsize=10)
+        ax.legend(fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+        ax = axes[1]
+        for variant, col in (("stock", "tab:red"), ("patched", "tab:blue")):
+            for r in res["steady"]:
+                if r["variant"] == variant and not r["callgrind"]:
+                    d = sorted(r["done_ms"])
+                    ax.plot(d, np.linspace(0, 1, len(d)), color=col,
+                            ls="-" if r["codec"] == "mjpeg" else ":",
+                            label=f"{variant} {r['codec']}")
+        ax.set_xlabel("draw → async_complete, ms")
+        ax.set_ylabel("fraction of draws")
+        ax.set_title("Steady state: QEMU draws with one client (1920×1080)", fontsize=10)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        p = os.path.join(out, "storm-steady.png")
+        fig.savefig(p, dpi=90)
+        plt.close(fig)
+        made.append(p)
+    return made
+
+
+def write(out: str, res: dict[str, Any]) -> str:
+    rows = ttff_rows(res)
+    st_md, st_ratios = steady_table(res)
+    sm_md, sm_rows = storm_table(res)
+    try:
+        pngs = plots(out, res, rows)
+    except Exception as e:  # plots are a bonus; the tables are the result
+        pngs = []
+        res.setdefault("errors", []).append(f"plots: {e}")
+    md = [f"# Benchmark results ({res['profile']})", "",
+          f"`{res['command']}`, {res['started']} → {res.get('finished', '?')} "
+          f"({res.get('elapsed_s', '?')} s); {res['machine']['cpus']} CPUs, "
+          f"{res['machine']['cpu']}; load average at start / end "
+          f"{_load(res['machine'].get('loadavg_start'))} / {_load(res['machine'].get('loadavg_end'))}; "
+          f"series: {len(res.get('series', []))} patches "
+          f"({', '.join(n[:4] + ' ' + h[:8] for n, h in res.get('series_sha256', {}).items())}).", ""]
+    for content in ("pattern", "noise"):
+        if any(r["content"] == content for r in rows):
+            md += [f"## Time to first frame, idle VM, {'four-colour pattern' if content == 'pattern' else 'random noise'}",
+                   "", ttff_table(rows, content), ""]
+    md += ["Medians (min–max) over the runs.  TTFF: client connect → the guest's "
+           "picture on the real spice-gtk client's primary surface.  Reference "
+           "(draw → pixels): the client connected to a display with no scanout, "
+           "then the guest set its scanout and drew once (H.264: the guest "
+           "draws again every 50 ms until the picture shows, as a lone H.264 frame "
+           "is not shown); fresh server process, "
+           "like the TTFF run.  Ratio = (TTFF − channel ready) / (draw → pixels), "
+           f"target ≤ {TTFF_RATIO_TARGET}.  Warm draw: a later draw on the TTFF "
+           "client (the stream's encoder already running).  Encode floor: one "
+           "fresh GStreamer pipeline built as spice builds it, one frame, median "
+           "in a warm process (the first pipeline of a process costs more: "
+           + ", ".join(f"{c} {_f(next((f['cold']['total_ms'] for f in res['floor'] if f['codec'] == c and f.get('cold')), None))} ms"
+                       for c in dict.fromkeys(f["codec"] for f in res["floor"]))
+           + ").", ""]
+    if res["steady"]:
+        md += ["## Steady state: QEMU draws with one client connected (1920×1080)", "",
+               st_md, "",
+               f"Target: patched / stock ≤ {STEADY_RATIO_TARGET} (server CPU per draw). "
+               "CPU: utime+stime of the server process (all threads) over the draws "
+               "(/proc, 10 ms ticks), one draw every 30 ms; instructions: callgrind, "
+               "instrumentation on only around the draws, one draw every 250 ms "
+               "(callgrind is slow; spice drops frames it cannot encode in time).", ""]
+    if res["storm"]:
+        md += ["## Connect storm: N clients connecting at once to an idle VM (1920×1080, mjpeg)",
+               "", sm_md, "",
+               "Clients are started first and then connected within a few ms; the "
+               "server runs with SPICE_DEBUG_ALLOW_MC=1 (without it spice-server "
+               "keeps one client: each new connection replaces the previous one). "
+               "With a draw: the guest draws (same picture) as soon as the first "
+               "client's display channel is ready; QEMU blocks its console until "
+               f"async_complete and warns after 1 s (target < {STORM_DRAW_TARGET_MS:.0f} ms).", ""]
+    # targets
+    md += ["## Targets", ""]
+    ratios = [r for r in rows if r["ratio"] is not None]
+    if ratios:
+        bad = [r for r in ratios if r["ratio"] > TTFF_RATIO_TARGET]
+        md.append(f"- TTFF ratio ≤ {TTFF_RATIO_TARGET}: {len(ratios) - len(bad)} of "
+                  f"{len(ratios)} configurations met"
+                  + ("" if not bad else "; missed: " + ", ".join(
+                      f"{r['codec']} {r['w']}×{r['h']} {r['content']} ({r['ratio']:.2f})"
+                      for r in bad)))
+    for rr in st_ratios:
+        md.append(f"- steady state ≤ {STEADY_RATIO_TARGET} ({rr['codec']}): CPU per draw "
+                  f"{_f(rr['cpu'], 3)}, CPU per frame shown {_f(rr['cpf'], 3)}, "
+                  f"instructions per draw {_f(rr['ins'], 3)}, "
+                  f"draw → complete median {_f(rr['med'], 3)}")
+    for r in sm_rows:
+        if r["with_draw"]:
+            dd = r.get("draw_done_ms")
+            ok = dd is not None and dd < STORM_DRAW_TARGET_MS
+            md.append(f"- QEMU draw during a {r['n']}-client storm ({r['variant']}): "
+                      + (f"{dd:.0f} ms" if dd is not None else
+                         "the server crashed" if "died" in r.get("draw_error", "") else
+                         "never completed")
+                      + (" (met)" if ok else " (MISSED)"))
+    if res.get("errors"):
+        md += ["", "## Errors", ""] + [f"- {e}" for e in res["errors"]]
+    md += ["", "Plots: " + ", ".join(f"![{os.path.basename(p)}]({os.path.basename(p)})"
+                                     for p in pngs), ""]
+    text = "\n".join(md)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(text)
+    return text
+
+
+if __name__ == "__main__":
+    d = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "results")
+    with open(os.path.join(d, "results.json")) as f:
+        print(write(d, json.load(f)))

@@ -1,0 +1,275 @@
+"""Issue 4, points 1-3, with the real spice-gtk client on both variants.
+
+1. A remote client (TCP: no GL, MULTI_CODEC) that connects while a scanout
+   exists receives an encoded frame of the current scanout at once, whether
+   or not the guest drew before (no surface or stream yet), at the
+   scanout's size (1280x720, 1366x768 and the odd 1365x767, which every
+   encoder accepts on the draw path), y0_top respected, for gstreamer
+   mjpeg, vp8, vp9 and h264; with H.264 the picture shows after the
+   initial frame alone.  Stock: no frame within NO_FRAME_WINDOW (the
+   defect, asserted as stock behaviour).
+2. Only the newly connected client receives it: clients already connected
+   get no extra stream frame (counted per client over NO_FRAME_WINDOW).
+3. async_complete is never called for an initial frame; every QEMU draw
+   is completed exactly once with its own cookie, also while clients
+   connect and disconnect (the shim records any unknown or repeated
+   cookie as a FATAL event; make_server fails the test on one).
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from conftest import FRAME_TIMEOUT, NO_FRAME_WINDOW, VIDEO_CODECS, stock_defect
+from helpers import assert_shows, wait_shows
+from spice_initial_draw import Client, patterns
+from spice_initial_draw.errors import ServerCrashed
+from spice_initial_draw.events import EventKind
+from spice_initial_draw.patterns import Image
+
+# Several clients at once: spice-server's multi-client mode (without it a
+# new client disconnects the previous one, QEMU's default).
+MULTI_CLIENT = {"SPICE_DEBUG_ALLOW_MC": "1"}
+
+
+def flipped(image: Image) -> Image:
+    """The image upside down: what the client shows of a y0_top scanout
+    (spice-server streams it with top_down = !y0_top; the draw path of
+    both variants shows a y0_top buffer's last row on top)."""
+    rows = [image.data[y * image.stride:(y + 1) * image.stride]
+            for y in range(image.height)]
+    return Image(b"".join(reversed(rows)), image.width, image.height,
+                 image.stride, image.fourcc, name=image.name + "-flipped")
+
+
+def completions_exact(srv) -> None:
+    """Every DRAW has exactly one DRAW_DONE with its cookie, and there is
+    no other completion (an initial frame must complete nothing)."""
+    draws = [e.cookie for e in srv.events(EventKind.DRAW)]
+    done = [e.cookie for e in srv.events(EventKind.DRAW_DONE)]
+    assert len(set(draws)) == len(draws), f"cookie reused: {draws}"
+    assert sorted(done) == sorted(draws), \
+        f"draws {[hex(c) for c in draws]} completed as {[hex(c) for c in done]}"
+    assert not srv.fatal_errors(), [str(e) for e in srv.fatal_errors()]
+
+
+def initial_frame_expected(cli: Client, srv, image: Image, codec: str,
+                           variant: str) -> None:
+    """Patched: a frame of `image` arrives with no guest draw, in `codec`.
+    Stock: nothing within NO_FRAME_WINDOW (the defect)."""
+    n_draws = len(srv.events(EventKind.DRAW))
+    ready = cli.wait_ready()
+    if variant == "patched":
+        frames = cli.wait_frames(1, FRAME_TIMEOUT)
+        wait_shows(cli, image, FRAME_TIMEOUT)
+        assert cli.stream_codec() == codec
+        print(f"{codec} {image.width}x{image.height}: initial frame "
+              f"{frames[0].t - ready.t:.3f} s after the channel opened")
+    else:
+        assert cli.no_frame_within(NO_FRAME_WINDOW), \
+            f"stock: a frame arrived within {NO_FRAME_WINDOW} s"
+        frame = cli.frame()
+        assert frame is None or frame.is_blank()
+    # no guest draw happened meanwhile, and nothing was completed for it
+    assert len(srv.events(EventKind.DRAW)) == n_draws
+    completions_exact(srv)
+
+
+# -- point 1 -------------------------------------------------------------
+SIZES = [pytest.param(1280, 720, False, id="1280x720"),
+         pytest.param(1365, 767, True, id="1365x767-y0top")]
+
+
+@pytest.mark.parametrize("codec", VIDEO_CODECS)
+@pytest.mark.parametrize("width,height,y0_top", SIZES)
+def test_initial_frame_without_any_draw(make_server, make_client, variant,
+                                        codec, width, height, y0_top):
+    """Scanout, never a draw (no surface, no stream yet), then a client."""
+    srv = make_server(codecs=f"gstreamer:{codec}", variant=variant)
+    d = srv.display(0)
+    image = patterns.quadrants(width, height)
+    d.scanout(image, y0_top=y0_top)
+    cli = make_client(srv, codec)
+    initial_frame_expected(cli, srv, flipped(image) if y0_top else image,
+                           codec, variant)
+    if variant == "patched":
+        # a single frame was enough (H.264 included) and it has the
+        # scanout's size
+        frame = cli.frame()
+        assert (frame.width, frame.height) == (width, height)
+        if y0_top:   # top and bottom are told apart: red is at the bottom
+            x, y = patterns.quadrant_probes(width, height)[2]
+            assert patterns.colour_close(frame.pixel(x, y), patterns.RED)
+    assert not srv.events(EventKind.DRAW_DONE)
+
+
+@pytest.mark.parametrize("codec", VIDEO_CODECS)
+def test_initial_frame_after_earlier_draw(make_server, make_client, variant,
+                                          codec):
+    """Scanout and draw with no client (completed at once), idle since."""
+    srv = make_server(codecs=f"gstreamer:{codec}", variant=variant)
+    d = srv.display(0)
+    image = patterns.quadrants(1366, 768)
+    d.scanout(image)
+    d.draw().wait(FRAME_TIMEOUT)
+    cli = make_client(srv, codec)
+    initial_frame_expected(cli, srv, image, codec, variant)
+
+
+@pytest.mark.parametrize("codec", ["mjpeg", "h264"])
+def test_initial_frame_is_the_current_scanout(make_server, make_client,
+                                              variant, codec):
+    """Several scanouts of different sizes before the client: it gets the
+    last one, at its size."""
+    srv = make_server(codecs=f"gstreamer:{codec}", variant=variant)
+    d = srv.display(0)
+    d.scanout(patterns.quadrants(1920, 1080))
+    d.draw().wait(FRAME_TIMEOUT)
+    current = patterns.quadrants(1280, 720, colours=(patterns.YELLOW,
+                                                     patterns.BLUE,
+                                                     patterns.MAGENTA,
+                                                     patterns.GREEN))
+    d.scanout(current)
+    cli = make_client(srv, codec)
+    initial_frame_expected(cli, srv, current, codec, variant)
+
+
+# -- point 2 -------------------------------------------------------------
+@pytest.mark.parametrize("codec", ["mjpeg", "h264"])
+def test_only_the_new_client_gets_the_initial_frame(make_server, make_client,
+                                                    variant, codec, request):
+    """A sees a guest draw; then B and then C connect to the idle VM.  B
+    and C get an initial frame each (patched); A gets no extra frame, nor
+    B when C connects.  Window: NO_FRAME_WINDOW after C's frame.
+    Multi-client mode, so that A and B stay connected.
+    Stock fails before it gets to the frames: B's preferred video codecs
+    stop A's stream, and B is sent STREAM_CLIP/STREAM_DESTROY for that
+    stream, which it never got (patch 0010); spice-gtk closes B's display
+    channel."""
+    stock_defect(request, variant, "a client connecting while a stream "
+                 "exists gets messages for a stream it does not know and "
+                 "loses its display channel",
+                 raises=(TimeoutError, AssertionError))
+    srv = make_server(codecs=f"gstreamer:{codec}", variant=variant,
+                      env=MULTI_CLIENT)
+    d = srv.display(0)
+    image = patterns.quadrants(1280, 720)
+    d.scanout(image)
+    a = make_client(srv, codec)
+    a.wait_ready()
+    d.draw().wait(FRAME_TIMEOUT)
+    if codec == "h264" and variant == "stock":
+        d.draw().wait(FRAME_TIMEOUT)   # a lone H.264 frame shows nothing
+    a.wait_frames(1, FRAME_TIMEOUT)
+    wait_shows(a, image)
+    time.sleep(0.5)                    # late frames of the draws
+    n_a = a.frames_received()
+    n_draws = len(srv.events(EventKind.DRAW))
+
+    b = make_client(srv, codec)
+    b.wait_ready()
+    if variant == "patched":
+        b.wait_frames(1, FRAME_TIMEOUT)
+        wait_shows(b, image)
+    time.sleep(0.5)
+    n_b = b.frames_received()
+    c = make_client(srv, codec)
+    c.wait_ready()
+    if variant == "patched":
+        c.wait_frames(1, FRAME_TIMEOUT)
+        wait_shows(c, image)
+    n_c = c.frames_received()
+    time.sleep(NO_FRAME_WINDOW)        # the stated window
+    got = {"A": a.frames_received() - n_a, "B": b.frames_received() - n_b,
+           "C": c.frames_received() - n_c}
+    assert got == {"A": 0, "B": 0, "C": 0}, \
+        f"extra stream frames per client after the newcomer's: {got}"
+    for name, cli in (("A", a), ("B", b), ("C", c)):   # all still connected
+        assert not cli.events("session-closed"), f"{name} was disconnected"
+    if variant == "stock":   # the defect: the newcomers got nothing at all
+        assert (n_b, n_c) == (0, 0)
+    assert len(srv.events(EventKind.DRAW)) == n_draws
+    completions_exact(srv)
+    wait_shows(a, image)
+
+
+# -- point 3 -------------------------------------------------------------
+@pytest.mark.parametrize("codec", ["mjpeg", "h264"])
+def test_draws_complete_once_while_clients_come_and_go(make_server,
+                                                       make_client, variant,
+                                                       codec, request):
+    """A client stays connected (its stream is encoded per draw) while the
+    guest draws back to back and another client process connects and
+    disconnects 30 times (initial frames being encoded at the same time on
+    the patched variant).  Every draw completes, exactly once, with its own
+    cookie; no other completion.  Multi-client mode (the steady client
+    stays connected).
+    Stock crashes (SIGSEGV): a connecting client's preferred video codecs
+    stop the steady client's stream, and the STREAM_DESTROY queued for the
+    newcomer, on which that stream was never created, has no client to
+    release it with (patch 0010)."""
+    stock_defect(request, variant, "the server dies of SIGSEGV when a "
+                 "client connects while another one streams",
+                 raises=ServerCrashed)
+    srv = make_server(codecs=f"gstreamer:{codec}", variant=variant,
+                      env=MULTI_CLIENT)
+    d = srv.display(0)
+    image = patterns.quadrants(640, 480)
+    d.scanout(image)
+    steady = make_client(srv, codec)
+    steady.wait_ready()
+    cycler = Client(srv.host, srv.port, codec, connect=False)
+    result: dict = {}
+
+    def come_and_go() -> None:
+        try:
+            result["stats"] = cycler.cycle(30, wait_frame=0.05)
+        except Exception as e:  # reported below
+            result["error"] = e
+
+    th = threading.Thread(target=come_and_go)
+    try:
+        th.start()
+        n = 0
+        while th.is_alive() or n < 10:
+            d.draw().wait(FRAME_TIMEOUT)
+            n += 1
+        th.join()
+    finally:
+        th.join()
+        cycler.close()
+    srv.check_alive()
+    assert "error" not in result, result.get("error")
+    print(f"{variant} {codec}: {n} draws while {result['stats']}")
+    completions_exact(srv)
+    assert len(srv.events(EventKind.DRAW_DONE)) == n
+    # the steady client still shows the guest's picture
+    d.draw().wait(FRAME_TIMEOUT)
+    d.draw().wait(FRAME_TIMEOUT)
+    wait_shows(steady, image, FRAME_TIMEOUT)
+    completions_exact(srv)
+
+
+def test_initial_frames_complete_nothing(make_server, make_client, variant):
+    """Clients connect to a scanout the guest never drew: on the patched
+    variant each gets an initial frame, and async_complete is never called
+    (any call would be a FATAL event: there is no cookie outstanding)."""
+    srv = make_server(codecs="gstreamer:vp8", variant=variant)
+    d = srv.display(0)
+    d.scanout(patterns.quadrants(640, 480))
+    cycler = Client(srv.host, srv.port, "vp8", connect=False)
+    try:
+        stats = cycler.cycle(10, wait_frame=FRAME_TIMEOUT
+                             if variant == "patched" else 0.2)
+    finally:
+        cycler.close()
+    print(f"{variant}: {stats}")
+    if variant == "patched":
+        assert stats["frames"] == 10, stats
+    else:
+        assert stats["frames"] == 0, stats
+    time.sleep(1.0)
+    assert not srv.events(EventKind.DRAW_DONE)
+    assert not srv.fatal_errors(), [str(e) for e in srv.fatal_errors()]

@@ -1,0 +1,207 @@
+"""Hypothesis stateful fuzzing of QEMU's and the clients' actions, with race
+points (issue 5).  Steps: scanout (sizes and formats, bad ones included),
+draw, connect client k, disconnect client k, park a server thread at a race
+point during an action and release it, wait.  After every step: the fd
+ledger (no fd used after close or reused), fds held bounded, each QEMU draw
+completed at most once with its own cookie, no completion QEMU did not ask
+for (initial frames included), no crash; at the end every draw completed
+exactly once and every connected client shows the newest scanout.
+
+Profiles: "ci" (default, 200 examples) and "extended" (5,000, SID_EXTENDED=1
+as set by ./run test --extended).  A failure prints the seed and the shrunk
+schedule as Python (state.scanout(...), ...).
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (RuleBasedStateMachine, invariant,
+                                 precondition, rule)
+
+from spice_initial_draw import DrawBusy, NoScanout, ShimError, patterns
+from spice_initial_draw.races import RaceRig
+
+EXTENDED = os.environ.get("SID_EXTENDED") == "1"
+
+# GAP: an example costs ~5 s (server + spice-gtk client + teardown checks),
+# so the CI profile runs 25 examples (~2-3 min), not the 200 asked for;
+# SID_STATEFUL_EXAMPLES=N overrides.  The extended profile asks 5,000.
+settings.register_profile(
+    "sid-stateful-ci", max_examples=25, stateful_step_count=6,
+    deadline=None, print_blob=True,
+    suppress_health_check=list(HealthCheck))
+settings.register_profile(
+    "sid-stateful-extended", max_examples=5000, stateful_step_count=12,
+    deadline=None, print_blob=True,
+    suppress_health_check=list(HealthCheck))
+PROFILE = "sid-stateful-extended" if EXTENDED else "sid-stateful-ci"
+
+# tests/test_races.py: reconnecting after a GL draw stream crashes stock and
+# patched alike; while True the machine does not connect a client after a
+# disconnect that followed a draw (the strict xfail there tracks the bug).
+from test_races import KNOWN_RECONNECT_CRASH  # noqa: E402
+
+XRGB = patterns.DRM_FORMAT_XRGB8888
+XBGR = 0x34324258          # DRM_FORMAT_XBGR8888
+BAD_FOURCC = 0x20203859    # not a DRM format spice knows
+SIZES = [(64, 48), (320, 240), (96, 64), (0, 0), (8, 1)]
+FORMATS = [XRGB, XRGB, XBGR, BAD_FOURCC]
+POINTS = ["gst:before-map", "worker:before-encode", "gst:release",
+          "gst:encoded", "qemu:scanout", "qemu:after-scanout"]
+ACTIONS = ["scanout", "draw", "disconnect", "nothing"]
+MAX_FDS_HELD = 6
+# two clients at once crash patched too (test_races KNOWN_CRASH_REPROS)
+MAX_CLIENTS = 1 if KNOWN_RECONNECT_CRASH else 2           # scanout + GStreamer's dups in flight
+
+
+def image(w: int, h: int, seed: int) -> patterns.Image:
+    maker = [patterns.quadrants, patterns.bars][seed % 2]
+    return maker(w, h)
+
+
+def make_machine(variant: str, rig_kwargs: dict | None = None):
+    class ServerMachine(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            kw = dict(rig_kwargs or {})
+            env = {"SPICE_DEBUG_ALLOW_MC": "1", **kw.pop("env", {})}
+            self.rig = RaceRig(variant, park_timeout=5.0, env=env, **kw)
+            self.valid = None          # newest scanout that spice can encode
+            self.had_disconnect_after_draw = False
+            self.next_k = 0
+
+        # -- rules -------------------------------------------------------------
+        @rule(size=st.sampled_from(SIZES), fourcc=st.sampled_from(FORMATS),
+              seed=st.integers(0, 1))
+        def scanout(self, size, fourcc, seed):
+            self._scanout(size, fourcc, seed)
+
+        def _scanout(self, size, fourcc, seed):
+            w, h = size
+            if w == 0:
+                with pytest.raises(ShimError):
+                    self.rig.display.scanout(b"", 0, 0)
+                return
+            img = image(w, h, seed)
+            data = img.data
+            self.rig.display.scanout(data, w, h, img.stride, fourcc)
+            self.rig.current = img
+            # pixels are checked on sizes MJPEG keeps recognisable only
+            self.valid = img if fourcc == XRGB and w >= 64 and h >= 48 else None
+
+        @rule()
+        def draw(self):
+            self._draw()
+
+        def _draw(self):
+            try:
+                self.rig.draw()
+            except (DrawBusy, NoScanout):
+                pass
+
+        @precondition(lambda self: len(self.rig.clients) < MAX_CLIENTS and not (
+            KNOWN_RECONNECT_CRASH and self.had_disconnect_after_draw))
+        @rule()
+        def connect(self):
+            self.rig.connect(self.next_k)
+            self.next_k += 1
+
+        @precondition(lambda self: self.rig.clients)
+        @rule(data=st.data())
+        def disconnect(self, data):
+            self._disconnect(data.draw(st.sampled_from(sorted(self.rig.clients))))
+
+        def _disconnect(self, k):
+            self.rig.disconnect(k)
+            if self.rig.draws:
+                self.had_disconnect_after_draw = True
+
+        @rule(point=st.sampled_from(POINTS), action=st.sampled_from(ACTIONS),
+              size=st.sampled_from(SIZES[:3]))
+        def park_and_release(self, point, action, size):
+            with self.rig.races.park(point) as p:
+                if point.startswith("qemu:"):
+                    # QEMU's thread parks inside the scanout call: issue it
+                    # from another thread, release it from this one
+                    import threading
+                    t = threading.Thread(target=self._scanout,
+                                         args=(size, XRGB, 1))
+                    t.start()
+                    p.reached(2.0)
+                    p.release()
+                    t.join(10)
+                else:
+                    self._draw()
+                    if p.reached(0.5):
+                        if action == "scanout":
+                            self._scanout(size, XRGB, 0)
+                        elif action == "draw":
+                            self._draw()
+                        elif action == "disconnect" and self.rig.clients:
+                            self._disconnect(sorted(self.rig.clients)[0])
+                        p.release()
+
+        @rule(t=st.sampled_from([0.05, 0.3]))
+        def wait(self, t):
+            time.sleep(t)
+
+        # -- invariants ---------------------------------------------------------
+        @invariant()
+        def no_defect(self):
+            defects = self.rig.defects()
+            assert not defects, "\n".join(defects)
+            done = self.rig.completions()
+            cookies = {h.cookie for h in self.rig.draws}
+            assert all(n == 1 for n in done.values()), f"completions {done}"
+            assert set(done) <= cookies, f"stray completions {done}"
+
+        @invariant()
+        def fds_bounded(self):
+            held = self.rig.server.memfds()
+            assert len(held) <= MAX_FDS_HELD, f"fd leak: {held}"
+
+        def teardown(self):
+            try:
+                if self.rig.server.alive():
+                    self.rig.races.release_all()
+                    defects = self.rig.check_draws(5.0)
+                    if self.valid is not None and self.rig.clients:
+                        self.rig.settle()
+                        time.sleep(0.3)
+                        self.rig.current = self.valid
+                        self.rig.display.scanout(self.valid)
+                        self._draw()
+                        defects += self.rig.check_draws(5.0)
+                        for k, cli in self.rig.clients.items():
+                            cli.wait_ready()
+                            defects += self.rig.check_shows(
+                                cli, self.valid, who=f"client {k}")
+                    defects += self.rig.defects()
+                    assert not defects, "\n".join(defects)
+                else:
+                    assert not self.rig.defects()
+            finally:
+                self.rig.close()
+
+    return ServerMachine
+
+
+def run_machine(variant: str, profile: str = PROFILE, max_examples=None,
+                rig_kwargs: dict | None = None) -> None:
+    machine = make_machine(variant, rig_kwargs)
+    s = settings.get_profile(profile)
+    if max_examples is not None:
+        s = settings(s, max_examples=max_examples)
+    machine.TestCase.settings = s
+    machine.TestCase().runTest()
+
+
+def test_stateful_patched():
+    t0 = time.monotonic()
+    n = os.environ.get("SID_STATEFUL_EXAMPLES")
+    run_machine("patched", max_examples=int(n) if n else None)
+    print(f"stateful ({PROFILE}): {time.monotonic() - t0:.0f} s")
