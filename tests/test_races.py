@@ -209,27 +209,14 @@ def report(request, line: str) -> None:
     print(line)
 
 
-# Found by (iii): after a GL draw stream, a client that disconnects and a new
-# client that connects crash the server (SIGSEGV in ~VideoStreamClipItem,
-# stream_agent->dcc == NULL, from display_channel_create_gl_draw_stream),
-# on stock and on patched, with or without the race (no race library needed:
-# draw, disconnect, reconnect, draw).  The same crash (via
-# dcc_push_gl_initial_frame) hits patched when a second client connects while
-# another one is connected (iv), race or not.  Strict: flips when fixed.
-KNOWN_RECONNECT_CRASH = True
-KNOWN_CRASH_REPROS = ("iii-disconnect-during-encode",
-                      "iv-two-clients-one-iteration")
+# (iii) and (iv) also found a crash of both variants (SIGSEGV releasing a
+# stream item of a client the stream was never created on, agent->dcc ==
+# NULL) when a client connects after a GL draw stream: fixed by patch 0010.
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("name", list(REPROS))
 def test_repro(request, name, variant):
-    if (KNOWN_RECONNECT_CRASH and variant != "stock"
-            and name in KNOWN_CRASH_REPROS):
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="known: a new client after a GL draw stream "
-            "crashes the server (SIGSEGV in ~VideoStreamClipItem, "
-            "display_channel_create_gl_draw_stream)"))
     defects, took = run_repro(name, variant)
     if variant == "stock":
         assert defects, f"{name}: the reproduction found no defect on stock"

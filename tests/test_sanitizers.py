@@ -18,7 +18,7 @@ import subprocess
 import pytest
 
 from spice_initial_draw import variants
-from test_races import KNOWN_CRASH_REPROS, REPROS, report, run_repro
+from test_races import REPROS, report, run_repro
 
 EXTENDED = os.environ.get("SID_EXTENDED") == "1"
 
@@ -86,9 +86,6 @@ ALL_CASES = [(f"{v}-{k}", r) for v in ("stock", "patched") for k in ("asan", "ts
 def test_repro_sanitized(request, tmp_path, variant, name):
     kwargs = sanitizer_setup(variant, str(tmp_path))
     kwargs["env"]["SPICE_DEBUG_ALLOW_MC"] = "1"
-    if variant.startswith("patched") and name in KNOWN_CRASH_REPROS:
-        request.applymarker(pytest.mark.xfail(
-            strict=False, reason="known crash, see test_races.KNOWN_CRASH_REPROS"))
     defects, took = run_repro(name, variant, park_timeout=20.0, **kwargs)
     found = reports(str(tmp_path))
     if variant.startswith("stock"):

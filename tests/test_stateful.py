@@ -43,7 +43,6 @@ PROFILE = "sid-stateful-extended" if EXTENDED else "sid-stateful-ci"
 # tests/test_races.py: reconnecting after a GL draw stream crashes stock and
 # patched alike; while True the machine does not connect a client after a
 # disconnect that followed a draw (the strict xfail there tracks the bug).
-from test_races import KNOWN_RECONNECT_CRASH  # noqa: E402
 
 XRGB = patterns.DRM_FORMAT_XRGB8888
 XBGR = 0x34324258          # DRM_FORMAT_XBGR8888
@@ -54,8 +53,8 @@ POINTS = ["gst:before-map", "worker:before-encode", "gst:release",
           "gst:encoded", "qemu:scanout", "qemu:after-scanout"]
 ACTIONS = ["scanout", "draw", "disconnect", "nothing"]
 MAX_FDS_HELD = 6
-# two clients at once crash patched too (test_races KNOWN_CRASH_REPROS)
-MAX_CLIENTS = 1 if KNOWN_RECONNECT_CRASH else 2           # scanout + GStreamer's dups in flight
+# two clients at once (they crashed both variants before patch 0010)
+MAX_CLIENTS = 2           # scanout + GStreamer's dups in flight
 
 
 def image(w: int, h: int, seed: int) -> patterns.Image:
@@ -103,8 +102,7 @@ def make_machine(variant: str, rig_kwargs: dict | None = None):
             except (DrawBusy, NoScanout):
                 pass
 
-        @precondition(lambda self: len(self.rig.clients) < MAX_CLIENTS and not (
-            KNOWN_RECONNECT_CRASH and self.had_disconnect_after_draw))
+        @precondition(lambda self: len(self.rig.clients) < MAX_CLIENTS)
         @rule()
         def connect(self):
             self.rig.connect(self.next_k)
