@@ -149,6 +149,17 @@ def main() -> int:
                 return None
         return None
 
+    def reference(tag: str, variant: str, codec: str, w: int, h: int,
+                  content: str, i: int) -> None:
+        """One ordinary QEMU draw -> pixels run (the TTFF reference)."""
+        r = guarded(f"ref {variant} {tag}", measure.ref_run, variant, codec,
+                    w, h, content)
+        if r:
+            results["ref"].append(r)
+            prog.step(f"ref  {variant:7s} {tag} run {i + 1}",
+                      f"draw->pixels {fmt_ms(r['draw_px_ms'])} "
+                      f"(complete {fmt_ms(r['draw_done_ms'])})")
+
     # 1. TTFF + reference ----------------------------------------------------
     for (w, h, content, codec) in ttff_plan:
         tag = f"{codec:5s} {w}x{h} {content:7s}"
@@ -160,21 +171,9 @@ def main() -> int:
                 prog.step(f"ttff patched {tag} run {i + 1}",
                           f"TTFF {fmt_ms(r['ttff_ms'])} (ready {fmt_ms(r['ready_ms'])}, "
                           f"warm draw->pixels {fmt_ms(r.get('warm_draw_px_ms'))})")
-            r = guarded(f"ref patched {tag}", measure.ref_run, "patched", codec,
-                        w, h, content)
-            if r:
-                results["ref"].append(r)
-                prog.step(f"ref  patched {tag} run {i + 1}",
-                          f"draw->pixels {fmt_ms(r['draw_px_ms'])} "
-                          f"(complete {fmt_ms(r['draw_done_ms'])})")
+            reference(tag, "patched", codec, w, h, content, i)
         for i in range(P["stock_runs"]):
-            r = guarded(f"ref stock {tag}", measure.ref_run, "stock", codec,
-                        w, h, content)
-            if r:
-                results["ref"].append(r)
-                prog.step(f"ref  stock   {tag} run {i + 1}",
-                          f"draw->pixels {fmt_ms(r['draw_px_ms'])} "
-                          f"(complete {fmt_ms(r['draw_done_ms'])})")
+            reference(tag, "stock", codec, w, h, content, i)
         if content == "pattern":
             r = guarded(f"ttff stock {tag}", measure.ttff_run, "stock", codec,
                         w, h, content, P["stock_window"], warm_draw=False)

@@ -34,6 +34,9 @@ typedef struct sid_log {
     int fatal_count;
 } sid_log;
 
+/* Format an error message for the caller's (err, errlen) buffer, if any. */
+void sid_set_err(char *err, size_t errlen, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+
 void sid_log_init(sid_log *log);
 void sid_log_clear(sid_log *log);
 void sid_log_add(sid_log *log, int kind, int display, uint64_t cookie,

@@ -16,7 +16,6 @@
 #endif
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -28,18 +27,6 @@
 /* Lowest fd number probed for SID_FD_CLOSED: far above what the process
  * uses, so that nothing opens it between the probe and spice's use. */
 #define CLOSED_FD_BASE 900
-
-static void raw_err(char *err, size_t errlen, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
-static void raw_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen) {
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* The "guest" objects behind the fds of one raw scanout (shim's copies). */
 typedef struct {
@@ -66,11 +53,11 @@ static int make_sized_memfd(int display, const uint8_t *data, size_t len,
     snprintf(name, sizeof(name), "sid-scanout-d%d-raw", display);
     int fd = memfd_create(name, MFD_CLOEXEC);
     if (fd < 0) {
-        raw_err(err, errlen, "memfd_create: %s", g_strerror(errno));
+        sid_set_err(err, errlen, "memfd_create: %s", g_strerror(errno));
         return -1;
     }
     if (ftruncate(fd, (off_t)size) != 0) {
-        raw_err(err, errlen, "ftruncate memfd to %llu bytes: %s",
+        sid_set_err(err, errlen, "ftruncate memfd to %llu bytes: %s",
                 (unsigned long long)size, g_strerror(errno));
         close(fd);
         return -1;
@@ -83,7 +70,7 @@ static int make_sized_memfd(int display, const uint8_t *data, size_t len,
             continue;
         }
         if (n <= 0) {
-            raw_err(err, errlen, "writing memfd: %s", g_strerror(errno));
+            sid_set_err(err, errlen, "writing memfd: %s", g_strerror(errno));
             close(fd);
             return -1;
         }
@@ -128,7 +115,7 @@ static int plane_fd(int kind, int raw, raw_objects *o, int display,
         break;
     case SID_FD_PIPE:
         if (o->pipe[0] < 0 && pipe2(o->pipe, O_CLOEXEC) != 0) {
-            raw_err(err, errlen, "pipe: %s", g_strerror(errno));
+            sid_set_err(err, errlen, "pipe: %s", g_strerror(errno));
             return SID_ERR_SYS;
         }
         src = o->pipe[0];
@@ -136,18 +123,18 @@ static int plane_fd(int kind, int raw, raw_objects *o, int display,
     case SID_FD_SOCKET:
         if (o->sock[0] < 0 &&
             socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, o->sock) != 0) {
-            raw_err(err, errlen, "socketpair: %s", g_strerror(errno));
+            sid_set_err(err, errlen, "socketpair: %s", g_strerror(errno));
             return SID_ERR_SYS;
         }
         src = o->sock[0];
         break;
     default:
-        raw_err(err, errlen, "unknown fd kind %d", kind);
+        sid_set_err(err, errlen, "unknown fd kind %d", kind);
         return SID_ERR_ARG;
     }
     *out = fcntl(src, F_DUPFD_CLOEXEC, 0);
     if (*out < 0) {
-        raw_err(err, errlen, "dup: %s", g_strerror(errno));
+        sid_set_err(err, errlen, "dup: %s", g_strerror(errno));
         return SID_ERR_SYS;
     }
     return SID_OK;
@@ -164,13 +151,13 @@ int sid_display_scanout_raw(sid_server *srv, int display, int use_scanout2,
                             char *err, size_t errlen)
 {
     if (!srv || display < 0 || display >= srv->n_displays) {
-        raw_err(err, errlen, "no display %d (server has %d)", display,
+        sid_set_err(err, errlen, "no display %d (server has %d)", display,
                 srv ? srv->n_displays : 0);
         return SID_ERR_ARG;
     }
     if (n < 1 || n > SID_RAW_MAX_PLANES || !fd_kinds || !raw_fds ||
         !offsets || !strides || (len && !data)) {
-        raw_err(err, errlen, "raw scanout: need 1..%d plane slots, got %u",
+        sid_set_err(err, errlen, "raw scanout: need 1..%d plane slots, got %u",
                 SID_RAW_MAX_PLANES, n);
         return SID_ERR_ARG;
     }

@@ -24,8 +24,7 @@
 static GMutex live_lock;
 static sid_server *live_server;   /* one spice server per process, as QEMU */
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
+void sid_set_err(char *err, size_t errlen, const char *fmt, ...)
 {
     if (!err || !errlen) {
         return;
@@ -156,7 +155,7 @@ sid_server *sid_server_new_unix(const char *codecs, int n_displays,
                                 char *err, size_t errlen)
 {
     if (!codecs || n_displays < 1 || n_displays > SID_MAX_DISPLAYS) {
-        set_err(err, errlen, "invalid arguments: codecs=%s displays=%d "
+        sid_set_err(err, errlen, "invalid arguments: codecs=%s displays=%d "
                 "(need a codec list and 1..%d displays)",
                 codecs ? codecs : "(null)", n_displays, SID_MAX_DISPLAYS);
         return NULL;
@@ -164,7 +163,7 @@ sid_server *sid_server_new_unix(const char *codecs, int n_displays,
     g_mutex_lock(&live_lock);
     if (live_server) {
         g_mutex_unlock(&live_lock);
-        set_err(err, errlen, "a shim server is already running in this process;"
+        sid_set_err(err, errlen, "a shim server is already running in this process;"
                 " free it first (one spice server per process, as QEMU)");
         return NULL;
     }
@@ -186,7 +185,7 @@ sid_server *sid_server_new_unix(const char *codecs, int n_displays,
                      .ret = SID_ERR_SPICE };
     sid_core_call(&srv->core, do_start, &a);
     if (a.ret != SID_OK) {
-        set_err(err, errlen, "%s", a.msg);
+        sid_set_err(err, errlen, "%s", a.msg);
         sid_server_free(srv);
         return NULL;
     }
@@ -244,7 +243,7 @@ static sid_display *get_display(sid_server *srv, int display, char *err,
                                 size_t errlen)
 {
     if (!srv || display < 0 || display >= srv->n_displays) {
-        set_err(err, errlen, "no display %d (server has %d)", display,
+        sid_set_err(err, errlen, "no display %d (server has %d)", display,
                 srv ? srv->n_displays : 0);
         return NULL;
     }
@@ -257,7 +256,7 @@ static int make_memfd(const char *name, const uint8_t *data, size_t len,
 {
     int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0) {
-        set_err(err, errlen, "memfd_create: %s", g_strerror(errno));
+        sid_set_err(err, errlen, "memfd_create: %s", g_strerror(errno));
         return -1;
     }
     size_t off = 0;
@@ -277,7 +276,7 @@ static int make_memfd(const char *name, const uint8_t *data, size_t len,
     fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW);
     return fd;
 fail:
-    set_err(err, errlen, "writing memfd of %zu bytes: %s", len, g_strerror(errno));
+    sid_set_err(err, errlen, "writing memfd of %zu bytes: %s", len, g_strerror(errno));
     close(fd);
     return -1;
 }
@@ -294,13 +293,13 @@ static int scanout_impl(sid_server *srv, int display, const uint8_t *data,
         return SID_ERR_ARG;
     }
     if (num_planes < 1 || num_planes > 4 || !data || width == 0 || height == 0) {
-        set_err(err, errlen, "invalid scanout: %ux%u, %u planes (need 1..4)",
+        sid_set_err(err, errlen, "invalid scanout: %ux%u, %u planes (need 1..4)",
                 width, height, num_planes);
         return SID_ERR_ARG;
     }
     for (uint32_t i = 0; i < num_planes; i++) {
         if (strides[i] == 0 || (uint64_t)offsets[i] > len) {
-            set_err(err, errlen, "plane %u: offset %u / stride %u do not fit"
+            sid_set_err(err, errlen, "plane %u: offset %u / stride %u do not fit"
                     " a buffer of %zu bytes", i, offsets[i], strides[i], len);
             return SID_ERR_ARG;
         }
@@ -323,7 +322,7 @@ static int scanout_impl(sid_server *srv, int display, const uint8_t *data,
         int src = separate_fds ? guest[i] : guest[0];
         fds[i] = fcntl(src, F_DUPFD_CLOEXEC, 0);
         if (fds[i] < 0) {
-            set_err(err, errlen, "dup: %s", g_strerror(errno));
+            sid_set_err(err, errlen, "dup: %s", g_strerror(errno));
             ret = SID_ERR_SYS;
             goto out;
         }
@@ -353,7 +352,7 @@ int sid_display_scanout(sid_server *srv, int display,
 {
     uint32_t offset = 0;
     if ((uint64_t)stride * height > len) {
-        set_err(err, errlen, "buffer of %zu bytes is smaller than stride %u x"
+        sid_set_err(err, errlen, "buffer of %zu bytes is smaller than stride %u x"
                 " height %u", len, stride, height);
         return SID_ERR_ARG;
     }
@@ -384,11 +383,11 @@ int sid_display_draw(sid_server *srv, int display,
     }
     int ret = sid_display_do_draw(d, x, y, w, h, cookie);
     if (ret == SID_ERR_BUSY) {
-        set_err(err, errlen, "display %d: a draw is still outstanding (QEMU"
+        sid_set_err(err, errlen, "display %d: a draw is still outstanding (QEMU"
                 " blocks the console until async_complete); wait for it first",
                 display);
     } else if (ret == SID_ERR_NO_SCANOUT) {
-        set_err(err, errlen, "display %d: draw without a scanout; call"
+        sid_set_err(err, errlen, "display %d: draw without a scanout; call"
                 " scanout first", display);
     }
     return ret;

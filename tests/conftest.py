@@ -2,7 +2,6 @@
 spice-gtk client, no mocks."""
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,33 +17,6 @@ VIDEO_CODECS = ("mjpeg", "vp8", "vp9", "h264")
 # Stated windows for "no frame arrived" assertions, in seconds.
 NO_FRAME_WINDOW = 5.0
 FRAME_TIMEOUT = 15.0
-
-
-def _series_has_patches() -> bool:
-    series = REPO / "spice_patch" / "series"
-    try:
-        lines = series.read_text().splitlines()
-    except OSError:
-        return False
-    return any(ln.strip() and not ln.lstrip().startswith("#") for ln in lines)
-
-
-# Does the patched variant send an initial frame to a newly connected client?
-# True as soon as spice_patch/series lists a patch; SID_PATCH_SENDS_INITIAL_FRAME=0/1
-# overrides.  While False, the patched idle-VM tests are xfail(strict=True).
-PATCH_SENDS_INITIAL_FRAME: bool = (
-    os.environ["SID_PATCH_SENDS_INITIAL_FRAME"] == "1"
-    if "SID_PATCH_SENDS_INITIAL_FRAME" in os.environ else _series_has_patches())
-
-
-def xfail_until_patch(request: pytest.FixtureRequest, variant: str) -> None:
-    """Mark the running test xfail(strict) on the patched variant while the
-    patch series does not send an initial frame yet."""
-    if variant == "patched" and not PATCH_SENDS_INITIAL_FRAME:
-        request.applymarker(pytest.mark.xfail(
-            strict=True,
-            reason="patched variant: the initial-frame series has not landed "
-                   "(PATCH_SENDS_INITIAL_FRAME is False)"))
 
 
 def stock_defect(request: pytest.FixtureRequest, variant: str, reason: str,

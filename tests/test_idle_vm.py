@@ -1,12 +1,11 @@
 """The defect: an idle VM (scanout and draw before the client connects,
-nothing after) shows a new client nothing on stock.  The patched variant
-must send an initial frame; until the series lands these tests are
-xfail(strict=True) there (conftest.PATCH_SENDS_INITIAL_FRAME)."""
+nothing after) shows a new client nothing on stock, within a stated
+window; the patched variant sends it an initial frame."""
 from __future__ import annotations
 
 import pytest
 
-from conftest import FRAME_TIMEOUT, NO_FRAME_WINDOW, xfail_until_patch
+from conftest import FRAME_TIMEOUT, NO_FRAME_WINDOW
 from helpers import wait_shows
 from spice_initial_draw import patterns
 
@@ -23,9 +22,7 @@ def idle_vm(make_server, variant, codec):
 
 
 @pytest.mark.parametrize("codec", CODECS)
-def test_first_client_of_idle_vm(make_server, make_client, variant, codec,
-                                 request):
-    xfail_until_patch(request, variant)
+def test_first_client_of_idle_vm(make_server, make_client, variant, codec):
     srv, _, image = idle_vm(make_server, variant, codec)
     cli = make_client(srv, codec)
     cli.wait_ready()
@@ -41,9 +38,7 @@ def test_first_client_of_idle_vm(make_server, make_client, variant, codec,
 
 
 @pytest.mark.parametrize("codec", CODECS)
-def test_second_client_of_idle_vm(make_server, make_client, variant, codec,
-                                  request):
-    xfail_until_patch(request, variant)
+def test_second_client_of_idle_vm(make_server, make_client, variant, codec):
     srv = make_server(codecs=f"gstreamer:{codec}", variant=variant)
     d = srv.display(0)
     image = patterns.quadrants(1920, 1080)
