@@ -30,3 +30,16 @@ def wait_shows(client: Client, image: Image, timeout: float = 10.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def settled_memfds(srv, n: int, timeout: float = 5.0) -> dict[int, str]:
+    """The scanout fds the server holds, once at most n or after `timeout`
+    (the worker takes queued scanouts, and the worker and GStreamer let go
+    of the previous scanout's, asynchronously: a leak is what stays)."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        held = srv.memfds()
+        if len(held) <= n or time.monotonic() > deadline or not srv.alive():
+            return held
+        time.sleep(0.05)

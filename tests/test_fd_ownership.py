@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 from conftest import FRAME_TIMEOUT
+from helpers import settled_memfds
 from spice_initial_draw import Client, ServerCrashed, patterns
 from spice_initial_draw.patterns import DRM_FORMAT_NV12
 
@@ -25,17 +25,6 @@ SCANOUTS = CYCLES
 def memfd_contents(srv, fd: int, n: int) -> bytes:
     with open(f"/proc/{srv.pid}/fd/{fd}", "rb") as f:
         return f.read(n)
-
-
-def settled_memfds(srv, n: int, timeout: float = 5.0) -> dict[int, str]:
-    """The scanout fds the server holds, once at most n (the worker and
-    GStreamer let go of the previous scanout's asynchronously)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        held = srv.memfds()
-        if len(held) <= n or time.monotonic() > deadline:
-            return held
-        time.sleep(0.05)
 
 
 def test_fds_after_connects_and_scanouts(make_server, variant):

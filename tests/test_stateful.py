@@ -24,6 +24,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, invariant,
                                  precondition, rule)
 
 from spice_initial_draw import DrawBusy, NoScanout, ShimError, patterns
+from helpers import settled_memfds
 from spice_initial_draw.races import RaceRig
 
 EXTENDED = os.environ.get("SID_EXTENDED") == "1"
@@ -153,13 +154,7 @@ def make_machine(variant: str, rig_kwargs: dict | None = None):
         def fds_bounded(self):
             # scanouts queued for a busy (parked, or sanitizer-slow) worker
             # hold their fds until it takes them: a leak is what stays
-            deadline = time.monotonic() + FD_SETTLE_S
-            while True:
-                held = self.rig.server.memfds()
-                if len(held) <= MAX_FDS_HELD or time.monotonic() > deadline \
-                        or not self.rig.server.alive():
-                    break
-                time.sleep(0.05)
+            held = settled_memfds(self.rig.server, MAX_FDS_HELD, FD_SETTLE_S)
             assert len(held) <= MAX_FDS_HELD, \
                 f"fd leak: {len(held)} scanout fds held after {FD_SETTLE_S} s: {held}"
 
