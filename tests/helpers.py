@@ -43,3 +43,12 @@ def settled_memfds(srv, n: int, timeout: float = 5.0) -> dict[int, str]:
         if len(held) <= n or time.monotonic() > deadline or not srv.alive():
             return held
         time.sleep(0.05)
+
+
+def report(request, line: str) -> None:
+    """A line in pytest's output even when output is captured (counts,
+    stock defects)."""
+    tr = request.config.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        tr.write_line(line)
+    print(line)

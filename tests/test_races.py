@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from helpers import report
 from spice_initial_draw import patterns
 from spice_initial_draw.races import RaceRig
 
@@ -200,13 +201,6 @@ def run_repro(name: str, variant: str, **rig_kwargs) -> tuple[list[str], float]:
             rig.notes.append(f"{type(e).__name__}: {e}")
         defects = rig.defects()
     return defects, time.monotonic() - t0
-
-
-def report(request, line: str) -> None:
-    tr = request.config.pluginmanager.get_plugin("terminalreporter")
-    if tr is not None:
-        tr.write_line(line)
-    print(line)
 
 
 # (iii) and (iv) also found a crash of both variants (SIGSEGV releasing a

@@ -23,7 +23,8 @@ import subprocess
 import pytest
 
 from spice_initial_draw import variants
-from test_races import REPROS, report, run_repro
+from helpers import report
+from test_races import REPROS, run_repro
 
 EXTENDED = os.environ.get("SID_EXTENDED") == "1"
 
@@ -136,13 +137,15 @@ def test_repro_sanitized(request, tmp_path, variant, name):
 
 
 @pytest.mark.parametrize("variant", ["patched-asan", "patched-tsan"])
-def test_stateful_sanitized(tmp_path, variant):
+def test_stateful_sanitized(request, tmp_path, variant):
     from test_stateful import run_machine
     kwargs = sanitizer_setup(variant, str(tmp_path))
-    run_machine(variant, max_examples=200 if EXTENDED else 5, rig_kwargs=kwargs)
+    tally = run_machine(variant, max_examples=200 if EXTENDED else 5, rig_kwargs=kwargs)
     own, uninstrumented = split_tsan(reports(str(tmp_path)))
-    print(f"{variant}: {len(own)} report(s) in spice-server's code, "
-          f"{len(uninstrumented)} inside GLib/GStreamer (uninstrumented)")
+    report(request, f"\n  stateful {variant}: {tally['examples']} examples, "
+           f"{tally['steps']} steps; {len(own)} sanitizer report(s) in "
+           f"spice-server's code, {len(uninstrumented)} inside GLib/GStreamer "
+           f"(uninstrumented)")
     assert not own, (f"{len(own)} sanitizer report(s) on {variant}:\n"
                      + "\n\n".join(own[:3]))
 

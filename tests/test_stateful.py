@@ -24,7 +24,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, invariant,
                                  precondition, rule)
 
 from spice_initial_draw import DrawBusy, NoScanout, ShimError, patterns
-from helpers import settled_memfds
+from helpers import report, settled_memfds
 from spice_initial_draw.races import RaceRig
 
 EXTENDED = os.environ.get("SID_EXTENDED") == "1"
@@ -58,10 +58,16 @@ def image(w: int, h: int, seed: int) -> patterns.Image:
     return maker(w, h)
 
 
-def make_machine(variant: str, rig_kwargs: dict | None = None):
+def make_machine(variant: str, rig_kwargs: dict | None = None,
+                 tally: dict[str, int] | None = None):
+    """tally, when given, counts the examples (schedules) run and their
+    steps (rules), shrinking included."""
+    tally = tally if tally is not None else {}
+
     class ServerMachine(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
+            tally["examples"] = tally.get("examples", 0) + 1
             kw = dict(rig_kwargs or {})
             env = {"SPICE_DEBUG_ALLOW_MC": "1", **kw.pop("env", {})}
             self.rig = RaceRig(variant, park_timeout=5.0, env=env, **kw)
@@ -143,6 +149,7 @@ def make_machine(variant: str, rig_kwargs: dict | None = None):
         # -- invariants ---------------------------------------------------------
         @invariant()
         def no_defect(self):
+            tally["checks"] = tally.get("checks", 0) + 1
             defects = self.rig.defects()
             assert not defects, "\n".join(defects)
             done = self.rig.completions()
@@ -185,17 +192,32 @@ def make_machine(variant: str, rig_kwargs: dict | None = None):
 
 
 def run_machine(variant: str, profile: str = PROFILE, max_examples=None,
-                rig_kwargs: dict | None = None) -> None:
-    machine = make_machine(variant, rig_kwargs)
+                rig_kwargs: dict | None = None) -> dict[str, int]:
+    """Runs the machine; returns how many examples ran and how many steps
+    they took (the invariants run once per example before its first step)."""
+    tally: dict[str, int] = {}
+    machine = make_machine(variant, rig_kwargs, tally)
     s = settings.get_profile(profile)
     if max_examples is not None:
         s = settings(s, max_examples=max_examples)
     machine.TestCase.settings = s
-    machine.TestCase().runTest()
-
-
-def test_stateful_patched():
     t0 = time.monotonic()
+    try:
+        machine.TestCase().runTest()
+    finally:
+        tally["steps"] = tally.get("checks", 0) - tally.get("examples", 0)
+        tally["seconds"] = round(time.monotonic() - t0)
+        print(f"\nstateful {variant} ({profile}, max_examples={s.max_examples}): "
+              f"{tally.get('examples', 0)} examples, {tally['steps']} steps "
+              f"in {time.monotonic() - t0:.0f} s")
+    return tally
+
+
+def test_stateful_patched(request):
     n = os.environ.get("SID_STATEFUL_EXAMPLES")
-    run_machine("patched", max_examples=int(n) if n else None)
-    print(f"stateful ({PROFILE}): {time.monotonic() - t0:.0f} s")
+    tally = run_machine("patched", max_examples=int(n) if n else None)
+    report(request, f"\n  stateful patched ({PROFILE}): {tally['examples']} "
+           f"examples, {tally['steps']} steps in {tally['seconds']} s")
+    # Hypothesis stops early when it has tried every distinct schedule; the
+    # machine's space is far larger than any profile here, so this holds
+    assert tally["examples"] >= (int(n) if n else settings.get_profile(PROFILE).max_examples)

@@ -47,7 +47,9 @@ typedef struct {
     uint32_t released;    /* tickets released so far (written by Python) */
     int32_t last_tid;
     char last_thread[16];
-    uint32_t pad;
+    uint32_t inflight;    /* threads between reading armed and taking a
+                             ticket: Python disarms, waits for 0, then
+                             releases every ticket taken */
 } sid_point;
 
 typedef struct {
@@ -225,9 +227,14 @@ static void point(const char *name)
         return;
     }
     __atomic_add_fetch(&p->hits, 1, __ATOMIC_SEQ_CST);
+    /* Claiming an arm and taking a ticket are two steps: a park that ends
+     * in between would release the tickets taken so far and miss ours.
+     * inflight covers the gap; Python waits for it to drain. */
+    __atomic_add_fetch(&p->inflight, 1, __ATOMIC_SEQ_CST);
     int32_t a = __atomic_load_n(&p->armed, __ATOMIC_SEQ_CST);
     do {
         if (a <= 0) {
+            __atomic_sub_fetch(&p->inflight, 1, __ATOMIC_SEQ_CST);
             return;
         }
     } while (!__atomic_compare_exchange_n(&p->armed, &a, a - 1, 0,
@@ -235,6 +242,7 @@ static void point(const char *name)
     p->last_tid = (int32_t)syscall(SYS_gettid);
     thread_name(p->last_thread);
     uint32_t ticket = __atomic_add_fetch(&p->parked, 1, __ATOMIC_SEQ_CST);
+    __atomic_sub_fetch(&p->inflight, 1, __ATOMIC_SEQ_CST);
     record(EV_PARK, -1, (int)ticket, 0, 0, "%s", name);
     uint32_t timeout = __atomic_load_n(&ctl->park_timeout_ms, __ATOMIC_RELAXED);
     int64_t deadline = now_ns() + (int64_t)(timeout ? timeout : 10000) * 1000000;

@@ -56,7 +56,7 @@ class _Point(ctypes.Structure):
     _fields_ = [("name", ctypes.c_char * 48), ("armed", ctypes.c_int32),
                 ("hits", ctypes.c_uint32), ("parked", ctypes.c_uint32),
                 ("released", ctypes.c_uint32), ("last_tid", ctypes.c_int32),
-                ("last_thread", ctypes.c_char * 16), ("pad", ctypes.c_uint32)]
+                ("last_thread", ctypes.c_char * 16), ("inflight", ctypes.c_uint32)]
 
 
 class _Event(ctypes.Structure):
@@ -209,6 +209,15 @@ class Races:
     def disarm(self, name: str) -> None:
         self._slot(name).armed = 0
 
+    def _drain(self, p: _Point, timeout: float = 1.0) -> None:
+        """After disarming p: wait until no thread is between claiming an
+        arm and taking its ticket (sid_races.c, point()), so that parked
+        counts every thread that will wait here."""
+        time.sleep(0.001)   # a syscall: our store of armed is visible
+        deadline = time.monotonic() + timeout
+        while p.inflight and time.monotonic() < deadline:
+            time.sleep(0.0005)
+
     def hits(self, name: str) -> int:
         return int(self._slot(name).hits)
 
@@ -228,7 +237,7 @@ class Races:
         for i in range(self.ctl.n_points):
             p = self.ctl.points[i]
             p.armed = 0
-            p.released = 0xFFFFFFF0
+            p.released = 0xFFFFFFF0   # ends every wait, now and later
 
     @contextmanager
     def park(self, name: str, count: int = 1) -> Iterator["Park"]:
@@ -239,6 +248,7 @@ class Races:
         finally:
             p = self._slot(name)
             p.armed = 0
+            self._drain(p)
             p.released = max(p.released, p.parked)
 
     # -- ledger ----------------------------------------------------------------
