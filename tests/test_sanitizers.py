@@ -142,7 +142,7 @@ def test_stateful_sanitized(request, tmp_path, variant):
     kwargs = sanitizer_setup(variant, str(tmp_path))
     tally = run_machine(variant, max_examples=200 if EXTENDED else 5, rig_kwargs=kwargs)
     own, uninstrumented = split_tsan(reports(str(tmp_path)))
-    report(request, f"\n  stateful {variant}: {tally['examples']} examples, "
+    report(request, f"\n  stateful {variant} (seed {tally['seed']}): {tally['examples']} examples, "
            f"{tally['steps']} steps; {len(own)} sanitizer report(s) in "
            f"spice-server's code, {len(uninstrumented)} inside GLib/GStreamer "
            f"(uninstrumented)")

@@ -9,16 +9,18 @@ exactly once and every connected client shows the newest scanout.
 
 Profiles: "ci" (default, 200 examples) and "extended" (5,000, SID_EXTENDED=1
 as set by ./run test --extended); SID_STATEFUL_EXAMPLES=N overrides either.
-A failure prints the seed and the shrunk schedule as Python
-(state.scanout(...), ...).
+Each run prints its seed (SID_STATEFUL_SEED=N replays it); a failure prints
+the seed and the shrunk schedule as Python (state.scanout(...), ...).
 """
 from __future__ import annotations
 
 import os
+import random
 import time
 
 import pytest
 from hypothesis import HealthCheck, settings
+from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, invariant,
                                  precondition, rule)
@@ -196,7 +198,10 @@ def run_machine(variant: str, profile: str = PROFILE, max_examples=None,
     """Runs the machine; returns how many examples ran and how many steps
     they took (the invariants run once per example before its first step)."""
     tally: dict[str, int] = {}
-    machine = make_machine(variant, rig_kwargs, tally)
+    run_seed = int(os.environ.get("SID_STATEFUL_SEED") or random.getrandbits(32))
+    machine = hypothesis_seed(run_seed)(make_machine(variant, rig_kwargs, tally))
+    print(f"\nstateful {variant}: seed {run_seed} "
+          f"(SID_STATEFUL_SEED={run_seed} replays this run's schedules)")
     s = settings.get_profile(profile)
     if max_examples is not None:
         s = settings(s, max_examples=max_examples)
@@ -207,17 +212,19 @@ def run_machine(variant: str, profile: str = PROFILE, max_examples=None,
     finally:
         tally["steps"] = tally.get("checks", 0) - tally.get("examples", 0)
         tally["seconds"] = round(time.monotonic() - t0)
-        print(f"\nstateful {variant} ({profile}, max_examples={s.max_examples}): "
-              f"{tally.get('examples', 0)} examples, {tally['steps']} steps "
-              f"in {time.monotonic() - t0:.0f} s")
+        tally["seed"] = run_seed
+        print(f"\nstateful {variant} ({profile}, max_examples={s.max_examples}, "
+              f"seed {run_seed}): {tally.get('examples', 0)} examples, "
+              f"{tally['steps']} steps in {tally['seconds']} s")
     return tally
 
 
 def test_stateful_patched(request):
     n = os.environ.get("SID_STATEFUL_EXAMPLES")
     tally = run_machine("patched", max_examples=int(n) if n else None)
-    report(request, f"\n  stateful patched ({PROFILE}): {tally['examples']} "
-           f"examples, {tally['steps']} steps in {tally['seconds']} s")
+    report(request, f"\n  stateful patched ({PROFILE}, seed {tally['seed']}): "
+           f"{tally['examples']} examples, {tally['steps']} steps in "
+           f"{tally['seconds']} s")
     # Hypothesis stops early when it has tried every distinct schedule; the
     # machine's space is far larger than any profile here, so this holds
     assert tally["examples"] >= (int(n) if n else settings.get_profile(PROFILE).max_examples)
