@@ -5,7 +5,8 @@ Each reproduction parks one server thread at a named race point
 process only), does the conflicting action from QEMU's side or the client's,
 releases the thread, then checks the fd ledger, the draw completions, the
 client's picture and the server process.  On stock each must detect a
-defect (printed as "stock defect"); on patched each must find none.
+defect (printed as "stock defect"); on patched each must find none.  (i)-(vi)
+are issue 5's list; (vii) is the race patch 0017 fixes.
 """
 from __future__ import annotations
 
@@ -173,6 +174,38 @@ def repro_reused_fd(rig: RaceRig, variant: str) -> None:
     repro_scanout_during_draw_encode(rig, variant, reuse=True)
 
 
+def repro_client_gone_during_resized_draw(rig: RaceRig, variant: str) -> None:
+    """(vii) one of two clients vanishes while QEMU's draw in a new size is
+    queued for the worker (patch 0017).  The draw makes a new primary
+    surface, sent to every client; the write to the vanished client fails
+    and disconnects it while RedChannel::pipes_new_add() is still walking
+    the clients, and the draw is counted for it."""
+    small = patterns.quadrants(160, 120)
+    rig.scanout(small)
+    c0 = rig.connect(0)
+    _ready(rig, c0, variant)
+    c1 = rig.connect(1)
+    _ready(rig, c1, variant)
+    rig.draw()                 # the GL stream, at 160x120, on both clients
+    rig.notes += rig.check_draws()
+    rig.settle()
+    c1.pause()                 # client 1 stalls: the next frame stays unread
+    rig.draw()
+    rig.notes += rig.check_draws()
+    rig.settle()
+    rig.scanout(A)             # QEMU's display changes size (320x240)
+    time.sleep(0.5)            # past patch 0016's refresh: the worker is idle
+    with rig.races.park("worker:read") as p:
+        rig.draw()             # queued: the worker is parked before its next read
+        p.wait(1, 5.0)
+        # client 1 vanishes; unread data makes its kernel reset the socket;
+        # the parked worker has not seen it
+        rig.clients.pop(1).kill()
+        p.release()
+    rig.notes += rig.check_draws(3.0)
+    rig.notes += rig.check_shows(c0, A, who="client 0 after the draw")
+
+
 REPROS = {
     "i-scanout-during-initial-encode": repro_scanout_during_initial_encode,
     "ii-scanout-during-draw-encode": repro_scanout_during_draw_encode,
@@ -180,6 +213,7 @@ REPROS = {
     "iv-two-clients-one-iteration": repro_two_clients_one_iteration,
     "v-draw-during-initial-frame": repro_draw_during_initial_frame,
     "vi-reused-fd": repro_reused_fd,
+    "vii-client-gone-during-resized-draw": repro_client_gone_during_resized_draw,
 }
 
 

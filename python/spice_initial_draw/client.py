@@ -2,6 +2,7 @@
 subprocess per client, each with its own GLib main loop."""
 from __future__ import annotations
 
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -184,6 +185,21 @@ class Client:
                        "session close")
         except TimeoutError:
             pass
+
+    def pause(self) -> None:
+        """Stop the client process (SIGSTOP): it reads nothing more, as a
+        client on a stalled network; what the server sends stays unread."""
+        self._worker.proc.send_signal(signal.SIGSTOP)
+
+    def kill(self, timeout: float = 5.0) -> None:
+        """The client vanishes (SIGKILL), without a goodbye. A socket closed
+        with unread data is reset (RST), so the server's next write to it
+        fails at once instead of after a round trip."""
+        self._worker.proc.kill()
+        if self._worker.wait(timeout) is None:
+            raise ClientError(f"the client process {self._worker.proc.pid} "
+                              f"survived SIGKILL for {timeout} s")
+        self._connected = False
 
     def close(self) -> int | None:
         try:
