@@ -6,7 +6,7 @@ process only), does the conflicting action from QEMU's side or the client's,
 releases the thread, then checks the fd ledger, the draw completions, the
 client's picture and the server process.  On stock each must detect a
 defect (printed as "stock defect"); on patched each must find none.  (i)-(vi)
-are issue 5's list; (vii) is the race patch 0017 fixes.
+are issue 5's list; (vii) and (viii) are the races patches 0017 and 0018 fix.
 """
 from __future__ import annotations
 
@@ -174,23 +174,19 @@ def repro_reused_fd(rig: RaceRig, variant: str) -> None:
     repro_scanout_during_draw_encode(rig, variant, reuse=True)
 
 
-def repro_client_gone_during_resized_draw(rig: RaceRig, variant: str) -> None:
-    """(vii) one of two clients vanishes while QEMU's draw in a new size is
-    queued for the worker (patch 0017).  The draw makes a new primary
-    surface, sent to every client; the write to the vanished client fails
-    and disconnects it while RedChannel::pipes_new_add() is still walking
-    the clients, and the draw is counted for it."""
+def client_gone_during_resized_draw(rig: RaceRig, variant: str,
+                                    gone: int) -> None:
+    """One of two clients vanishes (its sockets reset) while QEMU's draw in
+    a new size is queued for the worker.  The draw makes a new primary
+    surface, sent to every client from inside RedChannel::pipes_new_add();
+    the write to the vanished client fails and disconnects it there."""
     small = patterns.quadrants(160, 120)
     rig.scanout(small)
-    c0 = rig.connect(0)
-    _ready(rig, c0, variant)
-    c1 = rig.connect(1)
-    _ready(rig, c1, variant)
+    clients = [rig.connect(0)]
+    _ready(rig, clients[0], variant)
+    clients.append(rig.connect(1))
+    _ready(rig, clients[1], variant)
     rig.draw()                 # the GL stream, at 160x120, on both clients
-    rig.notes += rig.check_draws()
-    rig.settle()
-    c1.pause()                 # client 1 stalls: the next frame stays unread
-    rig.draw()
     rig.notes += rig.check_draws()
     rig.settle()
     rig.scanout(A)             # QEMU's display changes size (320x240)
@@ -198,12 +194,24 @@ def repro_client_gone_during_resized_draw(rig: RaceRig, variant: str) -> None:
     with rig.races.park("worker:read") as p:
         rig.draw()             # queued: the worker is parked before its next read
         p.wait(1, 5.0)
-        # client 1 vanishes; unread data makes its kernel reset the socket;
-        # the parked worker has not seen it
-        rig.clients.pop(1).kill()
+        rig.clients.pop(gone).vanish()   # the parked worker has not seen it
         p.release()
     rig.notes += rig.check_draws(3.0)
-    rig.notes += rig.check_shows(c0, A, who="client 0 after the draw")
+    kept = 1 - gone
+    rig.notes += rig.check_shows(clients[kept], A, who=f"client {kept} after the draw")
+
+
+def repro_newer_client_gone_during_resized_draw(rig: RaceRig, variant: str) -> None:
+    """(vii) the newer client vanishes: it is first in the channel's list,
+    its own surface push fails, and the draw is counted for it (patch 0017)."""
+    client_gone_during_resized_draw(rig, variant, gone=1)
+
+
+def repro_older_client_gone_during_resized_draw(rig: RaceRig, variant: str) -> None:
+    """(viii) the older client vanishes: the push for the newer client,
+    first in the list, disconnects it and frees the list link the loop
+    goes on with (patch 0018)."""
+    client_gone_during_resized_draw(rig, variant, gone=0)
 
 
 REPROS = {
@@ -213,7 +221,8 @@ REPROS = {
     "iv-two-clients-one-iteration": repro_two_clients_one_iteration,
     "v-draw-during-initial-frame": repro_draw_during_initial_frame,
     "vi-reused-fd": repro_reused_fd,
-    "vii-client-gone-during-resized-draw": repro_client_gone_during_resized_draw,
+    "vii-newer-client-gone-during-resized-draw": repro_newer_client_gone_during_resized_draw,
+    "viii-older-client-gone-during-resized-draw": repro_older_client_gone_during_resized_draw,
 }
 
 

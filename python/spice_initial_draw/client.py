@@ -2,7 +2,6 @@
 subprocess per client, each with its own GLib main loop."""
 from __future__ import annotations
 
-import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -186,15 +185,13 @@ class Client:
         except TimeoutError:
             pass
 
-    def pause(self) -> None:
-        """Stop the client process (SIGSTOP): it reads nothing more, as a
-        client on a stalled network; what the server sends stays unread."""
-        self._worker.proc.send_signal(signal.SIGSTOP)
-
-    def kill(self, timeout: float = 5.0) -> None:
-        """The client vanishes (SIGKILL), without a goodbye. A socket closed
-        with unread data is reset (RST), so the server's next write to it
-        fails at once instead of after a round trip."""
+    def vanish(self, timeout: float = 5.0) -> None:
+        """The client vanishes without a goodbye: its TCP sockets are reset
+        (SO_LINGER 0, then SIGKILL), as when its host drops off the network.
+        The server's next write to it fails at once."""
+        if self._call("reset_on_close") == 0:
+            raise ClientError("vanish: the client has no TCP socket to reset "
+                              "(not connected?)")
         self._worker.proc.kill()
         if self._worker.wait(timeout) is None:
             raise ClientError(f"the client process {self._worker.proc.pid} "

@@ -345,9 +345,13 @@ class RaceRig:
     def __init__(self, variant: str, codecs: str = "gstreamer:mjpeg",
                  env: dict[str, str] | None = None,
                  preload_first: list[str] | None = None,
-                 park_timeout: float = 10.0) -> None:
+                 park_timeout: float = 10.0,
+                 output_sink: list[str] | None = None) -> None:
+        """output_sink: on close(), the server process's whole output is
+        appended to it (sanitizer reports that go to stderr)."""
         from .server import Server
         self.variant = variant
+        self.output_sink = output_sink
         self.races = Races(park_timeout=park_timeout,
                            preload_first=preload_first)
         full_env = dict(env or {})
@@ -504,6 +508,8 @@ class RaceRig:
             self.server.close()
         finally:
             self.races.close()
+            if self.output_sink is not None:
+                self.output_sink.append(self.server.output())
 
     def __enter__(self) -> "RaceRig":
         return self
@@ -511,9 +517,3 @@ class RaceRig:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def server_output(server: Any) -> str:
-    """The whole stderr/stdout of a server process so far."""
-    f = server._worker.stderr_file
-    f.seek(0)
-    return f.read().decode("utf-8", "replace")
