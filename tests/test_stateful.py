@@ -1,7 +1,8 @@
 """Hypothesis stateful fuzzing of QEMU's and the clients' actions, with race
 points (issue 5).  Steps: scanout (sizes and formats, bad ones included),
-draw, connect client k, disconnect client k, park a server thread at a race
-point during an action and release it, wait.  After every step: the fd
+draw, connect client k, disconnect client k, client k vanishes (its
+sockets reset, no goodbye), park a server thread at a race point during an
+action and release it, wait.  After every step: the fd
 ledger (no fd used after close or reused), fds held bounded, each QEMU draw
 completed at most once with its own cookie, no completion QEMU did not ask
 for (initial frames included), no crash; at the end every draw completed
@@ -47,8 +48,8 @@ BAD_FOURCC = 0x20203859    # not a DRM format spice knows
 SIZES = [(64, 48), (320, 240), (96, 64), (0, 0), (8, 1)]
 FORMATS = [XRGB, XRGB, XBGR, BAD_FOURCC]
 POINTS = ["gst:before-map", "worker:before-encode", "gst:release",
-          "gst:encoded", "qemu:scanout", "qemu:after-scanout"]
-ACTIONS = ["scanout", "draw", "disconnect", "nothing"]
+          "gst:encoded", "qemu:scanout", "qemu:after-scanout", "worker:read"]
+ACTIONS = ["scanout", "draw", "disconnect", "vanish", "nothing"]
 MAX_FDS_HELD = 6
 FD_SETTLE_S = 5.0
 # two clients at once (they crashed both variants before patch 0010)
@@ -119,6 +120,15 @@ def make_machine(variant: str, rig_kwargs: dict | None = None,
         def _disconnect(self, k):
             self.rig.disconnect(k)
 
+        @precondition(lambda self: self.rig.clients)
+        @rule(data=st.data())
+        def vanish(self, data):
+            self._vanish(data.draw(st.sampled_from(sorted(self.rig.clients))))
+
+        def _vanish(self, k):
+            # the client's host drops off: its sockets are reset, no goodbye
+            self.rig.clients.pop(k).vanish()
+
         @rule(point=st.sampled_from(POINTS), action=st.sampled_from(ACTIONS),
               size=st.sampled_from(SIZES[:3]))
         def park_and_release(self, point, action, size):
@@ -142,6 +152,8 @@ def make_machine(variant: str, rig_kwargs: dict | None = None,
                             self._draw()
                         elif action == "disconnect" and self.rig.clients:
                             self._disconnect(sorted(self.rig.clients)[0])
+                        elif action == "vanish" and self.rig.clients:
+                            self._vanish(sorted(self.rig.clients)[0])
                         p.release()
 
         @rule(t=st.sampled_from([0.05, 0.3]))
