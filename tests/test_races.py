@@ -194,7 +194,8 @@ def client_gone_during_resized_draw(rig: RaceRig, variant: str,
     with rig.races.park("worker:read") as p:
         rig.draw()             # queued: the worker is parked before its next read
         p.wait(1, 5.0)
-        rig.clients.pop(gone).vanish()   # the parked worker has not seen it
+        reset = rig.clients.pop(gone).vanish()   # the parked worker has not seen it
+        assert reset, "harness: the client had no TCP socket left to reset"
         p.release()
     rig.notes += rig.check_draws(3.0)
     kept = 1 - gone
