@@ -147,14 +147,39 @@ def make_machine(variant: str, rig_kwargs: dict | None = None,
                     self._draw()
                     if p.reached(0.5):
                         if action == "scanout":
-                            self._scanout(size, XRGB, 0)
+                            self._qemu_while_parked(p, self._scanout, size, XRGB, 0)
                         elif action == "draw":
-                            self._draw()
+                            self._qemu_while_parked(p, self._draw)
                         elif action == "disconnect" and self.rig.clients:
                             self._disconnect(sorted(self.rig.clients)[0])
                         elif action == "vanish" and self.rig.clients:
                             self._vanish(sorted(self.rig.clients)[0])
                         p.release()
+
+        def _qemu_while_parked(self, p, action, *args):
+            """QEMU's call while a server thread is parked. It can wait for
+            that thread, as in QEMU: spice-server's main loop (QEMU's thread)
+            handles a client's disconnect by waiting for the worker
+            (RedChannel::disconnect_client), and the worker waits for the
+            encode a parked GStreamer thread holds. So the call gets 1 s,
+            then the thread is released; the call must then return."""
+            import threading
+            failure: list[BaseException] = []
+
+            def run():
+                try:
+                    action(*args)
+                except BaseException as e:   # raised again on this thread
+                    failure.append(e)
+            t = threading.Thread(target=run)
+            t.start()
+            t.join(1.0)
+            p.release()
+            t.join(15.0)
+            assert not t.is_alive(), \
+                f"QEMU's {action.__name__} still blocked 15 s after the release"
+            if failure:
+                raise failure[0]
 
         @rule(t=st.sampled_from([0.05, 0.3]))
         def wait(self, t):
