@@ -36,7 +36,6 @@ void sid_log_add(sid_log *log, int kind, int display, uint64_t cookie,
 {
     sid_event ev;
     memset(&ev, 0, sizeof(ev));
-    ev.t_ns = sid_monotonic_ns();
     ev.kind = kind;
     ev.display = display;
     ev.cookie = cookie;
@@ -51,6 +50,9 @@ void sid_log_add(sid_log *log, int kind, int display, uint64_t cookie,
         va_end(ap);
     }
     g_mutex_lock(&log->lock);
+    /* stamped under the lock: the log's order is the order of its times,
+     * whichever threads (QEMU's, the worker) add events at once */
+    ev.t_ns = sid_monotonic_ns();
     g_array_append_val(log->events, ev);
     if (kind == SID_EV_FATAL) {
         log->fatal_count++;
