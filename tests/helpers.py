@@ -1,6 +1,8 @@
 """Assertions shared by the tests."""
 from __future__ import annotations
 
+import time
+
 from spice_initial_draw import Client, patterns
 from spice_initial_draw.frames import Frame
 from spice_initial_draw.patterns import Image
@@ -19,7 +21,6 @@ def assert_shows(frame: Frame | None, image: Image, tolerance: int = 48) -> None
 def wait_shows(client: Client, image: Image, timeout: float = 10.0) -> None:
     """Wait until the surface shows the image (a decoded frame may take a few
     ms to land after its invalidate)."""
-    import time
     deadline = time.monotonic() + timeout
     while True:
         frame = client.frame()
@@ -36,7 +37,6 @@ def settled_memfds(srv, n: int, timeout: float = 5.0) -> dict[int, str]:
     """The scanout fds the server holds, once at most n or after `timeout`
     (the worker takes queued scanouts, and the worker and GStreamer let go
     of the previous scanout's, asynchronously: a leak is what stays)."""
-    import time
     deadline = time.monotonic() + timeout
     while True:
         held = srv.memfds()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 
 import pytest
@@ -136,7 +137,6 @@ def make_machine(variant: str, rig_kwargs: dict | None = None,
                 if point.startswith("qemu:"):
                     # QEMU's thread parks inside the scanout call: issue it
                     # from another thread, release it from this one
-                    import threading
                     t = threading.Thread(target=self._scanout,
                                          args=(size, XRGB, 1))
                     t.start()
@@ -165,7 +165,6 @@ def make_machine(variant: str, rig_kwargs: dict | None = None,
             for the encode a parked GStreamer thread holds, and a closing
             client can wait for the server. So the action gets 1 s, then the
             thread is released; the action must then end within 30 s."""
-            import threading
             failure: list[BaseException] = []
 
             def run():

@@ -206,17 +206,18 @@ class Races:
         memfd filled with byte `fill` at that number at once (None: off)."""
         self.ctl.reuse_fill = 0 if fill is None else (fill & 0xFF) + 1
 
-    def disarm(self, name: str) -> None:
-        self._slot(name).armed = 0
-
-    def _drain(self, p: _Point, timeout: float = 1.0) -> None:
-        """After disarming p: wait until no thread is between claiming an
-        arm and taking its ticket (sid_races.c, point()), so that parked
-        counts every thread that will wait here."""
+    def disarm(self, name: str, drain_timeout: float = 1.0) -> None:
+        """Park no more threads at `name` and release every one parked
+        there. A thread can be between claiming an arm and taking its
+        ticket (sid_races.c, point()): wait until none is (inflight), so
+        that parked counts every thread that will wait here."""
+        p = self._slot(name)
+        p.armed = 0
         time.sleep(0.001)   # a syscall: our store of armed is visible
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + drain_timeout
         while p.inflight and time.monotonic() < deadline:
             time.sleep(0.0005)
+        p.released = max(p.released, p.parked)
 
     def hits(self, name: str) -> int:
         return int(self._slot(name).hits)
@@ -246,10 +247,7 @@ class Races:
         try:
             yield pk
         finally:
-            p = self._slot(name)
-            p.armed = 0
-            self._drain(p)
-            p.released = max(p.released, p.parked)
+            self.disarm(name)
 
     # -- ledger ----------------------------------------------------------------
     def events(self) -> list[RaceEvent]:
