@@ -262,5 +262,6 @@ def test_repro(request, name, variant):
             report(request, f"\n  stock defect [{name}]: {d}")
     else:
         assert not defects, f"{name} on {variant}:\n  " + "\n  ".join(defects)
-    assert took < 5.0 + 3.0 * (variant == "stock"), \
-        f"{name} took {took:.1f} s"
+    # How long it took is a measurement (./run bench, step "repro", beside
+    # issue 5's 5 s target), not a verdict: a loaded CI machine stretches it.
+    report(request, f"\n  {name} [{variant}]: {took:.1f} s")
