@@ -15,6 +15,7 @@ the seed and the shrunk schedule as Python (state.scanout(...), ...).
 """
 from __future__ import annotations
 
+import functools
 import os
 import random
 import threading
@@ -62,6 +63,19 @@ def image(w: int, h: int, seed: int) -> patterns.Image:
     return maker(w, h)
 
 
+def logged(rule_fn):
+    """Record when a rule starts and ends (the machine's timeline)."""
+    @functools.wraps(rule_fn)
+    def step(self, **kw):
+        args = ", ".join(f"{k}={v!r}" for k, v in kw.items() if k != "data")
+        self.timeline.append((time.monotonic_ns(), f"{rule_fn.__name__}({args}) starts"))
+        try:
+            return rule_fn(self, **kw)
+        finally:
+            self.timeline.append((time.monotonic_ns(), f"{rule_fn.__name__} ends"))
+    return step
+
+
 def make_machine(variant: str, rig_kwargs: dict | None = None,
                  tally: dict[str, int] | None = None):
     """tally, when given, counts the examples (schedules) run and their
@@ -77,10 +91,15 @@ def make_machine(variant: str, rig_kwargs: dict | None = None,
             self.rig = RaceRig(variant, park_timeout=5.0, env=env, **kw)
             self.valid = None          # newest scanout that spice can encode
             self.next_k = 0
+            # (monotonic ns, what): rule starts and ends, shown beside the
+            # race ledger's parks when an invariant fails
+            self.timeline: list[tuple[int, str]] = []
+            self.t0_ns = time.monotonic_ns()
 
         # -- rules -------------------------------------------------------------
         @rule(size=st.sampled_from(SIZES), fourcc=st.sampled_from(FORMATS),
               seed=st.integers(0, 1))
+        @logged
         def scanout(self, size, fourcc, seed):
             self._scanout(size, fourcc, seed)
 
@@ -98,6 +117,7 @@ def make_machine(variant: str, rig_kwargs: dict | None = None,
             self.valid = img if fourcc == XRGB and w >= 64 and h >= 48 else None
 
         @rule()
+        @logged
         def draw(self):
             self._draw()
 
@@ -109,12 +129,14 @@ def make_machine(variant: str, rig_kwargs: dict | None = None,
 
         @precondition(lambda self: len(self.rig.clients) < MAX_CLIENTS)
         @rule()
+        @logged
         def connect(self):
             self.rig.connect(self.next_k)
             self.next_k += 1
 
         @precondition(lambda self: self.rig.clients)
         @rule(data=st.data())
+        @logged
         def disconnect(self, data):
             self._disconnect(data.draw(st.sampled_from(sorted(self.rig.clients))))
 
@@ -123,6 +145,7 @@ def make_machine(variant: str, rig_kwargs: dict | None = None,
 
         @precondition(lambda self: self.rig.clients)
         @rule(data=st.data())
+        @logged
         def vanish(self, data):
             self._vanish(data.draw(st.sampled_from(sorted(self.rig.clients))))
 
@@ -132,6 +155,7 @@ def make_machine(variant: str, rig_kwargs: dict | None = None,
 
         @rule(point=st.sampled_from(POINTS), action=st.sampled_from(ACTIONS),
               size=st.sampled_from(SIZES[:3]))
+        @logged
         def park_and_release(self, point, action, size):
             with self.rig.races.park(point) as p:
                 if point.startswith("qemu:"):
@@ -144,8 +168,10 @@ def make_machine(variant: str, rig_kwargs: dict | None = None,
                     p.release()
                     t.join(10)
                 else:
-                    self._draw()
-                    if p.reached(0.5):
+                    # the draw itself can wait for a thread this park holds
+                    # (an earlier client's disconnect, handled late, blocks
+                    # QEMU's thread on the worker): bounded like the action
+                    if self._bounded(p, self._draw) and p.reached(0.5):
                         first = sorted(self.rig.clients)[:1]
                         if action == "scanout":
                             self._while_parked(p, self._scanout, size, XRGB, 0)
@@ -158,13 +184,19 @@ def make_machine(variant: str, rig_kwargs: dict | None = None,
                         p.release()
 
         def _while_parked(self, p, action, *args):
-            """An action while a server thread is parked. It can wait for
-            that thread, as it would for a slow encode: spice-server's main
-            loop (QEMU's thread) handles a client's disconnect by waiting
+            """An action while a server thread is parked, then the release."""
+            self._bounded(p, action, *args)
+            p.release()
+
+        def _bounded(self, p, action, *args) -> bool:
+            """Run an action while `p` is armed or holds a thread. It can
+            wait for that thread, as it would for a slow encode: spice-server's
+            main loop (QEMU's thread) handles a client's disconnect by waiting
             for the worker (RedChannel::disconnect_client), the worker waits
             for the encode a parked GStreamer thread holds, and a closing
             client can wait for the server. So the action gets 1 s, then the
-            thread is released; the action must then end within 30 s."""
+            thread is released; the action must then end within 30 s.
+            Returns whether it ended within the 1 s (nothing released)."""
             failure: list[BaseException] = []
 
             def run():
@@ -175,14 +207,21 @@ def make_machine(variant: str, rig_kwargs: dict | None = None,
             t = threading.Thread(target=run)
             t.start()
             t.join(1.0)
-            p.release()
-            t.join(30.0)
-            assert not t.is_alive(), \
-                f"{action.__name__} still blocked 30 s after the release"
+            ended = not t.is_alive()
+            if not ended:
+                self.timeline.append((time.monotonic_ns(),
+                                      f"{action.__name__} still running after 1 s: "
+                                      f"release {p.name}"))
+                p.release()
+                t.join(30.0)
+                assert not t.is_alive(), \
+                    f"{action.__name__} still blocked 30 s after the release"
             if failure:
                 raise failure[0]
+            return ended
 
         @rule(t=st.sampled_from([0.05, 0.3]))
+        @logged
         def wait(self, t):
             time.sleep(t)
 
@@ -191,7 +230,7 @@ def make_machine(variant: str, rig_kwargs: dict | None = None,
         def no_defect(self):
             tally["checks"] = tally.get("checks", 0) + 1
             defects = self.rig.defects()
-            assert not defects, "\n".join(defects)
+            assert not defects, "\n".join(defects) + self._shown_timeline()
             done = self.rig.completions()
             cookies = {h.cookie for h in self.rig.draws}
             assert all(n == 1 for n in done.values()), f"completions {done}"
@@ -204,6 +243,16 @@ def make_machine(variant: str, rig_kwargs: dict | None = None,
             held = settled_memfds(self.rig.server, MAX_FDS_HELD, FD_SETTLE_S)
             assert len(held) <= MAX_FDS_HELD, \
                 f"fd leak: {len(held)} scanout fds held after {FD_SETTLE_S} s: {held}"
+
+        def _shown_timeline(self, last: int = 24) -> str:
+            """The rules' starts and ends merged with the race ledger's
+            parks, in time order (ms since the example began)."""
+            parks = [(e.t_ns, f"ledger: {e.kind} {e.what} [{e.thread}]")
+                     for e in self.rig.races.events()
+                     if e.kind in ("PARK", "UNPARK", "PARK_TIMEOUT")]
+            rows = sorted(self.timeline + parks)[-last:]
+            return "\n  timeline (ms since the example began):\n" + "\n".join(
+                f"  {(t - self.t0_ns) / 1e6:10.1f}  {what}" for t, what in rows)
 
         def teardown(self):
             try:
@@ -222,7 +271,7 @@ def make_machine(variant: str, rig_kwargs: dict | None = None,
                             defects += self.rig.check_shows(
                                 cli, self.valid, who=f"client {k}")
                     defects += self.rig.defects()
-                    assert not defects, "\n".join(defects)
+                    assert not defects, "\n".join(defects) + self._shown_timeline()
                 else:
                     assert not self.rig.defects()
             finally:
