@@ -215,14 +215,39 @@ variant_libraries_option() {
     echo "$list"
 }
 
+# What the installed package is made of: the project's build inputs (the
+# extracted spice-server tree follows from the wrap and its patches) and the
+# variant libraries it is configured with.
+install_stamp() {
+    { variant_libraries_option
+      cd "$TOP" && find meson.build meson.options pyproject.toml meson csrc python \
+          spice_patch subprojects -type f \
+          -not -path "subprojects/$SPICE_DIR/*" -not -path 'subprojects/packagecache/*' \
+          -not -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum
+    } | sha256sum | cut -c1-16
+}
+
+# pip reinstalls the package each time (uninstall, then install), which
+# pulls it from under any run using this tree: skip it when nothing it is
+# made of changed since the last install (a hand edit in the extracted
+# spice-server tree is not seen: rm build/patched-install.stamp).
 build_patched() {
+    local stamp_want stamp_file=$BUILD/patched-install.stamp
     ensure_subproject "$TOP" "$PATCHED_BUILD" patched
+    stamp_want=$(install_stamp)
+    if [ "$(cat "$stamp_file" 2>/dev/null)" = "$stamp_want" ] \
+        && "$VENV/bin/python" -c 'import spice_initial_draw' 2>/dev/null; then
+        step "patched: installed package is up to date (sources unchanged since its install)"
+        return
+    fi
+    rm -f "$stamp_file"
     step "patched: building spice-server with spice_patch/ and the harness, installing the Python package (about 1 minute the first time)"
     run_logged "patched: pip install" "$BUILD/logs/patched-install.log" \
         "$VENV/bin/pip" install --no-build-isolation --no-deps --no-index -v \
         -Cbuild-dir="$PATCHED_BUILD" \
         -Csetup-args=-Dvariant_libraries="$(variant_libraries_option)" \
         "$TOP"
+    echo "$stamp_want" > "$stamp_file"
 }
 
 setup_all() {
