@@ -66,7 +66,12 @@ def sanitizer_setup(variant: str, logdir: str) -> dict:
 
 
 OWN_CODE = re.compile(r"server/|spice-common/")
-UBSAN = re.compile(r"(?m)^\S+:\d+:\d+: runtime error: .*(?:\n {4}#\d+ .*)*")
+# A UBSan report: its line, then what follows it up to its stack's end:
+# notes ("0x...: note: object is of type ..." and the memory dump under
+# it, indented) and the stack ("    #N ..."). The notes say what an object
+# really was; without them the stack would be cut off too.
+UBSAN = re.compile(r"(?m)^\S+:\d+:\d+: runtime error: .*"
+                   r"(?:\n(?:0x[0-9a-f]+: note: .*| .*))*")
 
 
 def ubsan_reports(outputs: list[str]) -> list[str]:
@@ -260,6 +265,17 @@ UBSAN_OUTPUT = """(python:11222): Spice-WARNING **: 15:06:09.234: display:0: Con
 """
 
 
+# A report with notes between its line and its stack (real, of this harness).
+UBSAN_NOTED_OUTPUT = """../../subprojects/spice-0.16.0/server/reds.cpp:2234:19: runtime error: load of misaligned address 0x503000013a92 for type 'uint32_t', which requires 4 byte alignment
+0x503000013a92: note: pointer points here
+ 12 00  00 00 0d 00 00 00 0f 00  00 00 00 00 00 00 00 00  02 11 00 00 18 00 00 00  02 00 00 00 01 00
+              ^
+    #0 0x7fefb58d5635 in reds_handle_read_link_done ../../subprojects/spice-0.16.0/server/reds.cpp:2234
+    #1 0x7fefb3c3c9e3 in watch_cb (_shim.cpython-313-x86_64-linux-gnu.so+0x69e3)
+(python:11222): Spice-WARNING **: 15:06:09.234: display:0: Connection reset by peer
+"""
+
+
 def test_ubsan_reports():
     """UBSan reports are read from the server's output, once per location,
     when spice's code is involved (a shortened real report of this harness)."""
@@ -267,6 +283,11 @@ def test_ubsan_reports():
     assert len(found) == 1
     assert "lz_compress_tmpl.c:406:13: runtime error: left shift" in found[0]
     assert "#1 " in found[0]
+    noted = ubsan_reports([UBSAN_NOTED_OUTPUT])
+    assert len(noted) == 1
+    assert "note: pointer points here" in noted[0]
+    assert "#1 0x7fefb3c3c9e3 in watch_cb" in noted[0]
+    assert "Spice-WARNING" not in noted[0]
     assert is_upstream_ub(found[0])
     assert not is_upstream_ub(RACE_IN_SPICE)
 
