@@ -169,20 +169,21 @@ def storm_table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
 
 def repro_table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     """Per reproduction: wall time per variant (median, max over runs)."""
-    runs = res.get("repro", [])
-    names = list(dict.fromkeys(r["name"] for r in runs))
+    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in res.get("repro", []):
+        by.setdefault((r["name"], r["variant"]), []).append(r)
     out = ["| reproduction | patched, s | stock, s | stock: defects found (runs) | patched: defects |",
            "|---|---|---|---|---|"]
     rows = []
-    for name in names:
+    for name in dict.fromkeys(name for name, _ in by):
         row: dict[str, Any] = dict(name=name)
         cells = []
         for variant in ("patched", "stock"):
-            t = [r["took_s"] for r in runs if r["name"] == name and r["variant"] == variant]
+            t = [r["took_s"] for r in by.get((name, variant), [])]
             row[variant] = max(t) if t else None
             cells.append(f"{median(t):.1f} (max {max(t):.1f})" if t else "–")
-        st = [r["defects"] for r in runs if r["name"] == name and r["variant"] == "stock"]
-        pa = [r["defects"] for r in runs if r["name"] == name and r["variant"] == "patched"]
+        st = [r["defects"] for r in by.get((name, "stock"), [])]
+        pa = [r["defects"] for r in by.get((name, "patched"), [])]
         out.append(f"| {name} | {cells[0]} | {cells[1]} | "
                    f"{sum(1 for d in st if d)} of {len(st)} | {sum(pa)} |")
         rows.append(row)

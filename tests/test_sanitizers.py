@@ -173,13 +173,16 @@ UPSTREAM_DESTROY_UB = {
 DESTROY_PATH = ("spice_server_destroy", "DispatcherPrivate::~DispatcherPrivate")
 
 
-def is_upstream_ub(rep: str) -> bool:
+def listed_at(rep: str, table: dict[str, str]) -> str | None:
+    """The key of `table` (server/file:line) where UBSan report `rep` is."""
     where = ub_location(rep)
-    if where is None:
-        return False
-    if any(where.endswith("/" + k) for k in UPSTREAM_UB):
+    return next((k for k in table if where and where.endswith("/" + k)), None)
+
+
+def is_upstream_ub(rep: str) -> bool:
+    if listed_at(rep, UPSTREAM_UB):
         return True
-    return (any(where.endswith("/" + k) for k in UPSTREAM_DESTROY_UB)
+    return (listed_at(rep, UPSTREAM_DESTROY_UB) is not None
             and all(frame in rep for frame in DESTROY_PATH))
 
 
@@ -361,11 +364,9 @@ def test_upstream_destroy_ub_also_on_stock(tmp_path):
             rig.connect(1).wait_ready()
             rig.draw()
             time.sleep(0.05)
-        for r in ubsan_reports(kwargs["output_sink"]):
-            where = ub_location(r)
-            if where and is_upstream_ub(r) and any(
-                    where.endswith("/" + k) for k in UPSTREAM_DESTROY_UB):
-                seen.add(where.rsplit("/", 2)[-2] + "/" + where.rsplit("/", 1)[-1])
+        seen |= {listed_at(r, UPSTREAM_DESTROY_UB)
+                 for r in ubsan_reports(kwargs["output_sink"])
+                 if is_upstream_ub(r) and listed_at(r, UPSTREAM_DESTROY_UB)}
         if len(seen) == len(UPSTREAM_DESTROY_UB):
             return
     pytest.fail(f"stock-asan reported {sorted(seen)} of UPSTREAM_DESTROY_UB "
@@ -378,8 +379,8 @@ def test_upstream_ub_also_on_stock(tmp_path):
     kwargs = sanitizer_setup("stock-asan", str(tmp_path))
     kwargs["env"]["SPICE_DEBUG_ALLOW_MC"] = "1"
     run_repro("ii-scanout-during-draw-encode", "stock-asan", park_timeout=20.0, **kwargs)
-    seen = {ub_location(r) for r in reports(str(tmp_path), kwargs["output_sink"])}
-    missing = [k for k in UPSTREAM_UB
-               if not any(w and w.endswith("/" + k) for w in seen)]
-    assert not missing, (f"UPSTREAM_UB lists {missing}, which stock does not "
-                         f"report (stock reports {sorted(w for w in seen if w)})")
+    found = reports(str(tmp_path), kwargs["output_sink"])
+    missing = set(UPSTREAM_UB) - {listed_at(r, UPSTREAM_UB) for r in found}
+    seen = sorted(w for w in map(ub_location, found) if w)
+    assert not missing, (f"UPSTREAM_UB lists {sorted(missing)}, which stock does "
+                         f"not report (stock reports {seen})")
