@@ -146,7 +146,7 @@ def test_only_the_new_client_gets_the_initial_frame(make_server, make_client,
     Multi-client mode, so that A and B stay connected.
     Stock fails before it gets to the frames: B's preferred video codecs
     stop A's stream, and B is sent STREAM_CLIP/STREAM_DESTROY for that
-    stream, which it never got (patch 0010); spice-gtk closes B's display
+    stream, which it never got (patch 0012); spice-gtk closes B's display
     channel."""
     stock_defect(request, variant, "a client connecting while a stream "
                  "exists gets messages for a stream it does not know and "
@@ -209,7 +209,7 @@ def test_draws_complete_once_while_clients_come_and_go(make_server,
     Stock crashes (SIGSEGV): a connecting client's preferred video codecs
     stop the steady client's stream, and the STREAM_DESTROY queued for the
     newcomer, on which that stream was never created, has no client to
-    release it with (patch 0010)."""
+    release it with (patch 0012)."""
     stock_defect(request, variant, "the server dies of SIGSEGV when a "
                  "client connects while another one streams",
                  raises=ServerCrashed)

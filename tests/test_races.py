@@ -190,7 +190,7 @@ def client_gone_during_resized_draw(rig: RaceRig, variant: str,
     rig.notes += rig.check_draws()
     rig.settle()
     rig.scanout(A)             # QEMU's display changes size (320x240)
-    time.sleep(0.5)            # past patch 0016's refresh: the worker is idle
+    time.sleep(0.5)            # past patch 0020's refresh: the worker is idle
     with rig.races.park("worker:read") as p:
         rig.draw()             # queued: the worker is parked before its next read
         p.wait(1, 5.0)
@@ -249,7 +249,7 @@ def run_repro(name: str, variant: str, **rig_kwargs) -> tuple[list[str], float]:
 
 # (iii) and (iv) also found a crash of both variants (SIGSEGV releasing a
 # stream item of a client the stream was never created on, agent->dcc ==
-# NULL) when a client connects after a GL draw stream: fixed by patch 0010.
+# NULL) when a client connects after a GL draw stream: fixed by patch 0012.
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

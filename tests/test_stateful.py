@@ -54,7 +54,7 @@ POINTS = ["gst:before-map", "worker:before-encode", "gst:release",
 ACTIONS = ["scanout", "draw", "disconnect", "vanish", "nothing"]
 MAX_FDS_HELD = 6
 FD_SETTLE_S = 5.0
-# two clients at once (they crashed both variants before patch 0010)
+# two clients at once (they crashed both variants before patch 0012)
 MAX_CLIENTS = 2           # scanout + GStreamer's dups in flight
 
 

@@ -37,7 +37,8 @@ class Client:
     (spice-gtk then advertises SPICE_DISPLAY_CAP_GL_SCANOUT; the server
     treats the client as a GL client only on a unix socket); None leaves
     spice-gtk's default.
-    connect=False: start the client process without a session (for cycle()).
+    connect=False: start the client process without a session (for cycle(),
+    or connect() later: several clients then connect at once).
     """
 
     def __init__(self, host: str, port: int, codec: str | None = None,
@@ -67,6 +68,15 @@ class Client:
         if getattr(server, "unix_path", None) is not None:
             kwargs.setdefault("unix_path", server.unix_path)
         return cls(server.host, server.port, codec, **kwargs)
+
+    def connect(self) -> None:
+        """Open the session of a Client(connect=False)."""
+        if self._connected:
+            raise ClientError("this client is connected already")
+        self.t_connect = time.monotonic()
+        self._call("connect", self.host, self.port, self.codec,
+                   self.unix_path, self.gl)
+        self._connected = True
 
     def cycle(self, count: int, wait_frame: float = 0.0,
               timeout: float = 10.0) -> dict[str, Any]:

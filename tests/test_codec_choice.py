@@ -1,0 +1,75 @@
+"""The GL stream only uses an encoder that can encode a DMA-BUF (issue 12,
+point 4).  spice-server's default video codec list starts with the builtin
+MJPEG encoder ("spice:mjpeg"), which has no encode_dmabuf: stock picks it
+for the GL stream and never sends a frame."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import FRAME_TIMEOUT, NO_FRAME_WINDOW, stock_defect
+from helpers import wait_shows
+from spice_initial_draw import patterns
+from spice_initial_draw.errors import DrawTimeout
+
+# "auto" is spice_server_set_video_codecs()'s name for the default list
+LISTS = {"default": "auto", "spice-mjpeg-first": "spice:mjpeg;gstreamer:h264"}
+
+
+@pytest.mark.parametrize("codecs", LISTS.values(), ids=LISTS.keys())
+def test_guest_draw_shown_with_a_spice_codec_first(request, make_server, make_client,
+                                                   variant, codecs):
+    stock_defect(request, variant, "the builtin MJPEG encoder is picked for the "
+                 "GL stream: no frame is sent and the draw never completes",
+                 (TimeoutError, DrawTimeout))
+    srv = make_server(codecs=codecs, variant=variant)
+    d = srv.display(0)
+    cli = make_client(srv, None)   # the client's own codec preference
+    cli.wait_ready()
+    image = patterns.quadrants(1280, 720)
+    d.scanout(image)
+    d.draw().wait(FRAME_TIMEOUT)
+    cli.wait_frames(1, NO_FRAME_WINDOW)
+    wait_shows(cli, image)
+
+
+@pytest.mark.parametrize("codecs", LISTS.values(), ids=LISTS.keys())
+def test_idle_picture_shown_with_a_spice_codec_first(make_server, make_client,
+                                                     variant, codecs):
+    srv = make_server(codecs=codecs, variant=variant)
+    d = srv.display(0)
+    image = patterns.quadrants(1280, 720)
+    d.scanout(image)
+    d.draw().wait(FRAME_TIMEOUT)
+    cli = make_client(srv, None)
+    cli.wait_ready()
+    if variant == "patched":
+        cli.wait_frames(1, FRAME_TIMEOUT)
+        wait_shows(cli, image)
+    else:
+        assert cli.no_frame_within(NO_FRAME_WINDOW), \
+            f"a frame arrived within {NO_FRAME_WINDOW} s on {variant}"
+
+
+def test_no_dmabuf_codec_warns_once_and_completes(request, make_server, make_client,
+                                                  variant):
+    """Only the builtin MJPEG encoder: no picture can be sent; patched says
+    why, once, naming the fix, and QEMU's draws still complete (stock's
+    never do: QEMU's console stays blocked)."""
+    stock_defect(request, variant, "the draw is never completed", DrawTimeout)
+    srv = make_server(codecs="spice:mjpeg", variant=variant)
+    d = srv.display(0)
+    cli = make_client(srv, None)
+    cli.wait_ready()
+    d.scanout(patterns.quadrants(640, 480))
+    mark = srv.output_mark()
+    for _ in range(3):
+        d.draw().wait(FRAME_TIMEOUT)
+    assert cli.no_frame_within(2.0), "a frame arrived without a DMA-BUF encoder"
+    out = srv.output(mark)
+    hint = [ln for ln in out.splitlines() if "can encode a DMA-BUF" in ln]
+    if variant == "patched":
+        assert len(hint) == 1, f"expected one warning naming the fix, got:\n{out}"
+        assert "gstreamer:h264" in hint[0]
+    else:
+        assert not hint
+    assert srv.alive()

@@ -1,0 +1,80 @@
+"""An idle VM costs no CPU (issue 12, point 3).  spice-server 0.16.0
+counts the GL stream in display_channel_get_streams_timeout() but never
+expires it in video_stream_timeout(): once the GL stream exists the worker
+polls with a zero timeout forever.  Stock creates the stream on a guest
+draw with a client connected; the initial frame creates it on every
+connect."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from conftest import FRAME_TIMEOUT, stock_defect
+from helpers import wait_shows
+from spice_initial_draw import patterns
+
+IDLE_WINDOW = 10.0      # seconds of idle the CPU time is averaged over
+MAX_IDLE_CORE = 0.01    # at most 1% of one core
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_share(pid: int, window: float = IDLE_WINDOW) -> float:
+    """Share of one core the process used over `window` seconds."""
+    before = cpu_seconds(pid)
+    time.sleep(window)
+    return (cpu_seconds(pid) - before) / window
+
+
+@pytest.mark.parametrize("client_stays", [True, False],
+                         ids=["client-connected", "client-gone"])
+def test_idle_after_a_guest_draw_costs_no_cpu(request, make_server, make_client,
+                                               variant, client_stays):
+    stock_defect(request, variant, "the worker spins once the GL stream exists",
+                 AssertionError)
+    # MJPEG: stock shows a lone H.264 frame only once the next one starts
+    srv = make_server(codecs="gstreamer:mjpeg", variant=variant)
+    d = srv.display(0)
+    image = patterns.quadrants(1280, 720)
+    d.scanout(image)
+    cli = make_client(srv)
+    cli.wait_ready()
+    d.draw().wait(FRAME_TIMEOUT)
+    cli.wait_frames(1, FRAME_TIMEOUT)
+    if not client_stays:
+        cli.close()
+    time.sleep(1.0)   # past the GL stream's refresh
+    share = idle_share(srv.pid)
+    assert share <= MAX_IDLE_CORE, \
+        f"idle server used {share:.0%} of a core over {IDLE_WINDOW} s"
+
+
+@pytest.mark.parametrize("client_stays", [True, False],
+                         ids=["client-connected", "client-gone"])
+def test_idle_after_a_connect_costs_no_cpu(make_server, make_client, variant,
+                                           client_stays):
+    """No guest draw while the client is there: stock never creates the GL
+    stream here (and sends no picture); patched must send the initial frame
+    and still go idle."""
+    srv = make_server(codecs="gstreamer:mjpeg", variant=variant)
+    d = srv.display(0)
+    image = patterns.quadrants(1280, 720)
+    d.scanout(image)
+    d.draw().wait(FRAME_TIMEOUT)   # no client: completes at once
+    cli = make_client(srv)
+    cli.wait_ready()
+    if variant == "patched":
+        wait_shows(cli, image)
+    if not client_stays:
+        cli.close()
+    time.sleep(1.0)
+    share = idle_share(srv.pid)
+    assert share <= MAX_IDLE_CORE, \
+        f"idle server used {share:.0%} of a core over {IDLE_WINDOW} s"

@@ -1,0 +1,188 @@
+"""The fragile scenarios, repeated (issue 12): a 1-in-20 failure must not
+pass.  Each scenario runs REPEATS times per codec (100 with --extended) on
+1080p, and every new client must show the guest's current picture without
+a frame arriving late: a late MJPEG frame is dropped by spice-gtk, and a
+dropped lone frame left the client black.  A failure prints what the
+server and the clients logged about the stream.  On stock the scenarios
+that need an initial frame fail (no frame within NO_FRAME_WINDOW): run
+once, strict xfail."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from conftest import FRAME_TIMEOUT, NO_FRAME_WINDOW, VIDEO_CODECS, stock_defect
+from helpers import assert_shows, wait_shows
+from spice_initial_draw import Client, Server, patterns
+from spice_initial_draw.events import EventKind
+
+EXTENDED = os.environ.get("SID_EXTENDED") == "1"
+REPEATS = 100 if EXTENDED else 10
+W, H = 1920, 1080
+CLIENT_EVIDENCE = ("stream-create", "stream-late", "spice-warning", "stream-stats")
+
+
+class ScenarioFailed(AssertionError):
+    pass
+
+
+def evidence(srv: Server, clients: list[Client], mark: int) -> str:
+    """The server's warnings and draw completions, and the clients' stream
+    events, since `mark`."""
+    lines = [f"server ({srv.variant}, {srv.codecs}):"]
+    lines += ["  " + ln for ln in srv.output(mark).splitlines() if ln.strip()]
+    lines += [f"  {e}" for e in srv.events()
+              if e.kind in (EventKind.DRAW, EventKind.DRAW_DONE, EventKind.FATAL)][-10:]
+    for i, cli in enumerate(clients):
+        lines.append(f"client {i}:")
+        lines += [f"  {e.name} {e.info.get('text', e.info)}"
+                  for e in cli.events() if e.name in CLIENT_EVIDENCE]
+    return "\n".join(lines)
+
+
+def check_client(cli: Client, image: patterns.Image, what: str,
+                 late_allowed: bool = False) -> None:
+    """Shows the picture, and (unless late_allowed) no frame arrived late."""
+    try:
+        cli.wait_frames(1, FRAME_TIMEOUT)
+        wait_shows(cli, image)
+    except (AssertionError, TimeoutError) as e:
+        raise ScenarioFailed(f"{what}: {e}") from None
+    late = [e for e in cli.events("stream-late") if "too late" in e.info.get("text", "")]
+    if late and not late_allowed:
+        raise ScenarioFailed(f"{what}: a frame arrived late: {late[0].info['text']}")
+
+
+def repeat(request, variant: str, codec: str, scenario,
+           env: dict[str, str] | None = None) -> None:
+    """Run scenario(srv, clients) REPEATS times (once on stock) on a fresh
+    server each, with the failing run's evidence."""
+    runs = REPEATS if variant == "patched" else 1
+    for run in range(runs):
+        srv = Server(codecs=f"gstreamer:{codec}", variant=variant, env=env)
+        clients: list[Client] = []
+        mark = srv.output_mark()
+        try:
+            scenario(srv, clients)
+            fatal = srv.events(EventKind.FATAL)
+            assert not fatal, f"fatal shim errors: {fatal}"
+        except ScenarioFailed as e:
+            raise ScenarioFailed(f"run {run + 1} of {runs}: {e}\n"
+                                 f"{evidence(srv, clients, mark)}") from None
+        except (AssertionError, TimeoutError) as e:   # not the defect looked for
+            raise AssertionError(f"run {run + 1} of {runs}: {e}\n"
+                                 f"{evidence(srv, clients, mark)}") from None
+        finally:
+            for cli in clients:
+                cli.close()
+            srv.close()
+
+
+def idle_vm(srv: Server) -> patterns.Image:
+    d = srv.display(0)
+    image = patterns.quadrants(W, H)
+    d.scanout(image)
+    d.draw().wait(FRAME_TIMEOUT)   # no client: completes at once
+    return image
+
+
+def expect_idle_picture(variant: str, cli: Client, image: patterns.Image,
+                        what: str, late_allowed: bool = False) -> None:
+    if variant == "patched":
+        check_client(cli, image, what, late_allowed)
+    elif not cli.no_frame_within(NO_FRAME_WINDOW):
+        raise AssertionError(f"{what}: a frame arrived within {NO_FRAME_WINDOW} s")
+    else:
+        raise ScenarioFailed(f"{what}: no frame within {NO_FRAME_WINDOW} s")
+
+
+@pytest.mark.parametrize("codec", VIDEO_CODECS)
+def test_second_client_of_an_idle_vm_shows_it_every_time(request, variant, codec):
+    stock_defect(request, variant, "no initial frame", ScenarioFailed)
+
+    def scenario(srv: Server, clients: list[Client]) -> None:
+        d = srv.display(0)
+        image = patterns.quadrants(W, H)
+        d.scanout(image)
+        clients.append(Client.for_server(srv, codec))
+        clients[0].wait_ready()
+        d.draw().wait(FRAME_TIMEOUT)
+        try:   # stock, H.264: a lone frame is shown once the next one starts
+            wait_shows(clients[0], image)
+        except AssertionError as e:
+            raise ScenarioFailed(f"first client: {e}") from None
+        clients.append(Client.for_server(srv, codec))
+        clients[1].wait_ready()
+        expect_idle_picture(variant, clients[1], image, "second client")
+        assert_shows(clients[0].frame(), image)
+
+    repeat(request, variant, codec, scenario)
+
+
+@pytest.mark.parametrize("codec", VIDEO_CODECS)
+def test_reconnecting_client_shows_the_idle_vm_every_time(request, variant, codec):
+    stock_defect(request, variant, "no initial frame", ScenarioFailed)
+
+    def scenario(srv: Server, clients: list[Client]) -> None:
+        image = idle_vm(srv)
+        for attempt in ("first connection", "reconnection"):
+            cli = Client.for_server(srv, codec)
+            clients.append(cli)
+            cli.wait_ready()
+            expect_idle_picture(variant, cli, image, attempt)
+            cli.close()
+
+    repeat(request, variant, codec, scenario)
+
+
+@pytest.mark.parametrize("codec", VIDEO_CODECS)
+def test_draw_right_after_the_initial_frame_is_the_picture_shown(request, variant, codec):
+    """The guest draws a new picture as soon as the client's display
+    channel is up, while the initial frame of the old one is on its way:
+    the client must end on the new picture.  Patched only: stock sends no
+    initial frame, so the race does not exist there."""
+    if variant == "stock":
+        pytest.skip("stock sends no initial frame")
+    def scenario(srv: Server, clients: list[Client]) -> None:
+        idle_vm(srv)
+        d = srv.display(0)
+        cli = Client.for_server(srv, codec)
+        clients.append(cli)
+        cli.wait_ready()
+        new = patterns.quadrants(W, H, colours=tuple(reversed(patterns.QUADRANT_COLOURS)))
+        d.scanout(new)
+        d.draw().wait(FRAME_TIMEOUT)
+        check_client(cli, new, "after the draw")
+        time.sleep(0.5)   # nothing older may replace it
+        try:
+            assert_shows(cli.frame(), new)
+        except AssertionError as e:
+            raise ScenarioFailed(f"the client went back to an older picture: {e}") from None
+
+    repeat(request, variant, codec, scenario)
+
+
+@pytest.mark.parametrize("clients_n", [4, 16])
+@pytest.mark.parametrize("codec", VIDEO_CODECS)
+def test_connect_storm_every_client_shows_the_idle_vm(request, variant, codec, clients_n):
+    stock_defect(request, variant, "no initial frame", ScenarioFailed)
+
+    def scenario(srv: Server, clients: list[Client]) -> None:
+        image = idle_vm(srv)
+        for _ in range(clients_n):   # processes up, then all connect at once
+            clients.append(Client(srv.host, srv.port, codec, connect=False))
+        for cli in clients:
+            cli.connect()
+        for i, cli in enumerate(clients):
+            cli.wait_ready(FRAME_TIMEOUT)
+            # 17 processes on 2 cores: a client can read its first frame later
+            # than any margin the server could measure before sending it.  It
+            # reports that, and the server sends a dropped MJPEG frame again
+            # (patch 0023): what counts is that every client shows the picture.
+            expect_idle_picture(variant, cli, image, f"client {i + 1} of {clients_n}",
+                                late_allowed=True)
+
+    # without it spice-server keeps one client: each connection replaces the last
+    repeat(request, variant, codec, scenario, env={"SPICE_DEBUG_ALLOW_MC": "1"})
