@@ -16,7 +16,9 @@
  * spice-server may call from its worker thread (as in QEMU).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sid_internal.h"
 
@@ -130,6 +132,41 @@ static int iface_client_monitors_config(QXLInstance *qin,
     return 0;   /* QEMU's GL console: monitors config is not supported */
 }
 
+/* The guest renders its next frame into the buffer QEMU let go of
+ * (srv->lock held). */
+static void rewrite_buffer(sid_display *d)
+{
+    if (!d->rewrite || d->rewrite_fd < 0) {
+        return;
+    }
+    size_t off = 0;
+    while (off < d->rewrite_len) {
+        ssize_t n = pwrite(d->rewrite_fd, d->rewrite + off, d->rewrite_len - off,
+                           (off_t)off);
+        if (n <= 0 && errno != EINTR) {
+            break;
+        }
+        off += n > 0 ? (size_t)n : 0;
+    }
+    sid_log_add(&d->srv->log, SID_EV_WARNING, d->id, 0, (int64_t)off, 0, 0, 0,
+                "guest rewrote %zu of %zu bytes of its buffer at completion",
+                off, d->rewrite_len);
+    g_clear_pointer(&d->rewrite, g_free);
+    close(d->rewrite_fd);
+    d->rewrite_fd = -1;
+}
+
+void sid_display_keep_buffer(sid_display *d, int guest_fd)
+{
+    if (!d->rewrite) {
+        return;
+    }
+    if (d->rewrite_fd >= 0) {
+        close(d->rewrite_fd);
+    }
+    d->rewrite_fd = fcntl(guest_fd, F_DUPFD_CLOEXEC, 0);
+}
+
 static void iface_async_complete(QXLInstance *qin, uint64_t cookie)
 {
     sid_display *d = to_display(qin);
@@ -144,6 +181,7 @@ static void iface_async_complete(QXLInstance *qin, uint64_t cookie)
                     "gl-draw-done after %.1f ms", latency / 1e6);
         d->pending_cookie = 0;
         g_hash_table_add(d->completed, g_memdup2(&cookie, sizeof(cookie)));
+        rewrite_buffer(d);
         g_cond_broadcast(&srv->cond);
         g_mutex_unlock(&srv->lock);
         return;
@@ -199,6 +237,7 @@ void sid_display_init(sid_display *d, sid_server *srv, int id)
     d->srv = srv;
     d->id = id;
     d->completed = g_hash_table_new_full(cookie_hash, cookie_equal, g_free, NULL);
+    d->rewrite_fd = -1;
 }
 
 void sid_display_cleanup(sid_display *d)
@@ -211,6 +250,11 @@ void sid_display_cleanup(sid_display *d)
     if (d->completed) {
         g_hash_table_destroy(d->completed);
         d->completed = NULL;
+    }
+    g_clear_pointer(&d->rewrite, g_free);
+    if (d->rewrite_fd >= 0) {
+        close(d->rewrite_fd);
+        d->rewrite_fd = -1;
     }
 }
 

@@ -73,6 +73,9 @@ typedef struct sid_display {
     int64_t pending_since_ns;
     GSource *warn_timer;
     GHashTable *completed;      /* cookies already completed */
+    uint8_t *rewrite;           /* armed rewrite at completion, or NULL */
+    size_t rewrite_len;
+    int rewrite_fd;             /* the current scanout's memfd while armed */
 } sid_display;
 
 void sid_display_init(sid_display *d, struct sid_server *srv, int id);
@@ -91,6 +94,8 @@ void sid_display_do_scanout_raw(sid_display *d, int use_scanout2,
                                 uint32_t height, const uint32_t *offsets,
                                 const uint32_t *strides, uint32_t num_planes,
                                 uint32_t fourcc, uint64_t modifier, int y0_top);
+/* Keep a dup of the scanout's memfd if a rewrite is armed (srv->lock). */
+void sid_display_keep_buffer(sid_display *d, int guest_fd);
 int sid_display_do_draw(sid_display *d, uint32_t x, uint32_t y, uint32_t w,
                         uint32_t h, uint64_t *cookie);
 void sid_display_fake_complete(sid_display *d, uint64_t cookie);

@@ -329,6 +329,9 @@ static int scanout_impl(sid_server *srv, int display, const uint8_t *data,
     }
     ret = sid_display_do_scanout(d, fds, width, height, offsets, strides,
                                  num_planes, fourcc, modifier, y0_top, single);
+    g_mutex_lock(&srv->lock);
+    sid_display_keep_buffer(d, guest[0]);
+    g_mutex_unlock(&srv->lock);
     for (uint32_t i = 0; i < num_planes; i++) {
         fds[i] = -1;   /* owned by spice-server now */
     }
@@ -444,6 +447,26 @@ void sid_test_async_complete(sid_server *srv, int display, uint64_t cookie)
     if (d) {
         sid_display_fake_complete(d, cookie);
     }
+}
+
+int sid_display_rewrite_on_complete(sid_server *srv, int display,
+                                    const uint8_t *data, size_t len,
+                                    char *err, size_t errlen)
+{
+    sid_display *d = get_display(srv, display, err, errlen);
+    if (!d) {
+        return SID_ERR_ARG;
+    }
+    if (!data || len == 0) {
+        sid_set_err(err, errlen, "rewrite_on_complete: no data");
+        return SID_ERR_ARG;
+    }
+    g_mutex_lock(&srv->lock);
+    g_free(d->rewrite);
+    d->rewrite = g_memdup2(data, len);
+    d->rewrite_len = len;
+    g_mutex_unlock(&srv->lock);
+    return SID_OK;
 }
 
 size_t sid_log_count(sid_server *srv)

@@ -137,6 +137,15 @@ int sid_display_draw_pending(sid_server *srv, int display);
 /* Test hook: call the QXLInterface.async_complete callback as
  * spice-server would, with any cookie (to exercise the fatal-error path). */
 void sid_test_async_complete(sid_server *srv, int display, uint64_t cookie);
+/* Test hook, the guest reusing its buffer: when the next draw on the
+ * display completes, write `data` (len bytes) into the buffer of the
+ * scanout that is current then, inside async_complete, before waiters
+ * wake up.  Arm it before that scanout: the shim then keeps its own fd of
+ * the scanout's memfd (QEMU keeps the guest's dmabuf) until the rewrite.
+ * One-shot; logged as an SID_EV_WARNING "guest rewrote ...". */
+int sid_display_rewrite_on_complete(sid_server *srv, int display,
+                                    const uint8_t *data, size_t len,
+                                    char *err, size_t errlen);
 
 /* Event log: number of events, copy of event i (0 on success). */
 size_t sid_log_count(sid_server *srv);

@@ -40,6 +40,8 @@ import gi
 gi.require_version("SpiceClientGLib", "2.0")
 from gi.repository import GLib, GObject, SpiceClientGLib  # noqa: E402
 
+from spice_initial_draw.patterns import quadrant_probes  # noqa: E402
+
 CODEC_TYPES = {"mjpeg": 1, "vp8": 2, "h264": 3, "vp9": 4, "h265": 5}
 DECODER_ELEMENTS = {"jpegdec": "mjpeg", "vp8dec": "vp8", "vp9dec": "vp9",
                     "h264parse": "h264", "avdec_h264": "h264",
@@ -170,7 +172,19 @@ class ClientState:
     def on_invalidate(self, ch: Any, x: int, y: int, w: int, h: int) -> None:
         cid = ch.props.channel_id
         self.add("display-invalidate", cid, x=x, y=y, w=w, h=h,
-                 stream=bool(self.streaming.get(cid)))
+                 stream=bool(self.streaming.get(cid)), probes=self.probes(cid))
+
+    def probes(self, cid: int) -> list[list[int]]:
+        """The surface's RGB at the quadrant centres as this frame left it
+        (every frame's picture, not only the last one)."""
+        p = self.primary.get(cid)
+        if not p or not p["data"]:
+            return []
+        out = []
+        for px, py in quadrant_probes(p["width"], p["height"]):
+            b, g, r = ctypes.string_at(p["data"] + py * p["stride"] + 4 * px, 3)
+            out.append([r, g, b])
+        return out
 
     def on_mark(self, ch: Any, mark: int) -> None:
         self.add("display-mark", ch.props.channel_id, mark=mark)

@@ -63,6 +63,11 @@ class Handlers:
             self.srv, display, data, len(data), width, height, stride, fourcc,
             int(y0_top), self.err, len(self.err)), "scanout")
 
+    def rpc_rewrite_on_complete(self, display: int, data: bytes) -> None:
+        self._check(self.lib.sid_display_rewrite_on_complete(
+            self.srv, display, data, len(data), self.err, len(self.err)),
+            "rewrite_on_complete")
+
     def rpc_scanout2(self, display: int, data: bytes, width: int, height: int,
                      offsets: list[int], strides: list[int], fourcc: int,
                      modifier: int, y0_top: bool, separate_fds: bool) -> None:

@@ -258,6 +258,16 @@ class Display:
         self.server._call("scanout", self.index, data, w, h, s, fourcc, y0_top)
         self.width, self.height = w, h
 
+    def rewrite_on_complete(self, image: Image | bytes | str,
+                            width: int | None = None, height: int | None = None) -> None:
+        """Test hook, a guest reusing its buffer: once the next draw
+        completes, the shim writes `image` into the buffer of the scanout
+        current then, inside async_complete.  Call it before that scanout;
+        one-shot.  Anything that reads the buffer after completion then sees
+        `image`."""
+        data = _resolve(image, width, height, None, DRM_FORMAT_XRGB8888)[0]
+        self.server._call("rewrite_on_complete", self.index, data)
+
     def scanout_planes(self, data: bytes, width: int, height: int,
                        offsets: list[int], strides: list[int], fourcc: int,
                        modifier: int = 0x00ffffffffffffff, y0_top: bool = False,

@@ -1,0 +1,81 @@
+"""QEMU's draw completes once nothing reads its buffer again (issue 16).
+
+After async_complete QEMU lets the guest go on, and the guest may render its
+next frame into the buffer it just showed.  The shim does that inside
+async_complete (Display.rewrite_on_complete): a frame encoded from a read of
+the buffer after completion shows the rewrite.  The client samples its
+surface at every decoded stream frame, so every frame's picture is checked,
+not only the last one.  The memfd stands in for the DMA-BUF: GStreamer maps
+and reads it as it would a linear DMA-BUF."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from conftest import FRAME_TIMEOUT, VIDEO_CODECS
+from helpers import report, wait_shows
+from spice_initial_draw import patterns
+
+W, H = 1280, 720
+# what the guest renders into the buffer once its draw completed, never drawn
+NEXT = patterns.solid(patterns.MAGENTA, W, H)
+# after the draw under test: long enough for an idle refresh (100 ms) and a
+# loaded machine's encode
+WINDOW = 3.0
+
+
+def shows(probes: list[list[int]], image: patterns.Image) -> bool:
+    points = patterns.quadrant_probes(image.width, image.height)
+    return len(probes) == len(points) and all(
+        patterns.colour_close(tuple(got), image.expected(x, y))
+        for got, (x, y) in zip(probes, points))
+
+
+def shows_any_of(probes: list[list[int]], image: patterns.Image) -> bool:
+    """Some probe shows the image: a torn frame counts."""
+    points = patterns.quadrant_probes(image.width, image.height)
+    return any(patterns.colour_close(tuple(got), image.expected(x, y), 32)
+               for got, (x, y) in zip(probes, points))
+
+
+@pytest.mark.parametrize("codec", VIDEO_CODECS)
+def test_no_read_after_completion(request, make_server, make_client, variant, codec):
+    srv = make_server(codecs=f"gstreamer:{codec}", variant=variant)
+    d = srv.display(0)
+    cli = make_client(srv, codec)
+    cli.wait_ready()
+    d.scanout(patterns.bars(W, H))
+    d.draw().wait(FRAME_TIMEOUT)
+
+    drawn = patterns.quadrants(W, H)
+    d.rewrite_on_complete(NEXT)
+    d.scanout(drawn)
+    d.draw().wait(FRAME_TIMEOUT)
+    assert [e for e in srv.events() if "guest rewrote" in e.text], \
+        "the shim did not rewrite the buffer at completion"
+    time.sleep(WINDOW)
+    # a new buffer, drawn until shown: stock shows an H.264 frame once the
+    # next one starts, and its encoder may drop a frame that follows closely
+    last = patterns.quadrants(W, H, colours=(patterns.WHITE, patterns.RED,
+                                             patterns.GREEN, patterns.BLUE))
+    d.scanout(last)
+    for _ in range(10):
+        d.draw().wait(FRAME_TIMEOUT)
+        try:
+            wait_shows(cli, last, 0.5)
+            break
+        except AssertionError:
+            pass
+    wait_shows(cli, last, FRAME_TIMEOUT)
+
+    pictures = [e.info.get("probes", []) for e in cli.stream_frames()]
+    after = [p for p in pictures if shows_any_of(p, NEXT)]
+    report(request, f"{variant}/{codec}: {len(pictures)} frames, "
+           f"{sum(shows(p, drawn) for p in pictures)} of the draw, "
+           f"{len(after)} read after completion")
+    assert not after, (f"{len(after)} frame(s) show what the guest wrote after its "
+                       f"draw completed: {after[:3]}\n" + srv.output()[-3000:])
+    assert any(shows(p, drawn) for p in pictures), \
+        f"no frame showed the draw; frames: {pictures}"
+    assert not srv.fatal_errors()
