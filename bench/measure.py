@@ -405,6 +405,33 @@ def steady_run(variant: str, codec: str, w: int, h: int, draws: int,
     return out
 
 
+def idle_run(variant: str, case: str, window: float, codec: str = "mjpeg",
+             w: int = 1920, h: int = 1080) -> dict[str, Any]:
+    """Server CPU while the VM is idle, as a share of one core over
+    `window` s, 1 s after the last frame.  case "draw": a client connected,
+    the guest drew once (stock creates the GL stream); "connect": the guest
+    drew before the client connected (patched sends the initial frame).
+    The client stays connected (the spin does not depend on it)."""
+    img = make_image("pattern", w, h)
+    with Server(codecs=f"gstreamer:{codec}", variant=variant) as srv:
+        d = srv.display(0)
+        d.scanout(img)
+        if case == "connect":
+            d.draw().wait(30)
+        with Client.for_server(srv, codec) as cli:
+            cli.wait_ready(10)
+            if case == "draw":
+                d.draw().wait(30)
+            shown = wait_visible(cli, img, time.monotonic_ns(), 10) is not None
+            time.sleep(1.0)
+            cpu0 = _cpu_ticks(srv.pid)
+            time.sleep(window)
+            cpu1 = _cpu_ticks(srv.pid)
+    share = (cpu1 - cpu0) / os.sysconf("SC_CLK_TCK") / window
+    return dict(variant=variant, case=case, codec=codec, w=w, h=h,
+                window_s=window, core_share=share, shown=shown)
+
+
 def _callgrind_total(path: str) -> int:
     with open(path) as f:
         for line in f:

@@ -6,10 +6,12 @@ import os
 import sys
 from typing import Any, Iterable
 
-TTFF_RATIO_TARGET = 1.25
+TTFF_RATIO_TARGET = 1.10  # issue 12
 STEADY_RATIO_TARGET = 1.02
 STORM_DRAW_TARGET_MS = 1000.0
 REPRO_TARGET_S = 5.0  # issue 5: each race reproduction under 5 s
+IDLE_TARGET = 0.01  # issue 12: an idle VM costs at most 1 % of a core
+DONE_TARGET_MS, DONE_TARGET_RATIO = 5.0, 1.05  # issue 16: draw -> complete vs stock
 
 
 def median(v: Iterable[float]) -> float:
@@ -46,6 +48,12 @@ def _spread(v: list[float]) -> str:
     return f"{median(v):.0f} ({min(v):.0f}–{max(v):.0f})"
 
 
+def _values(v: Any) -> list[float]:
+    if v is None:
+        return []
+    return [x for x in v if x is not None] if isinstance(v, list) else [v]
+
+
 def ttff_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (content, w, h, codec)."""
     keys = []
@@ -79,12 +87,38 @@ def ttff_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
             stock_txt = (_spread(got) if got else
                          f"no frame in {st[0]['window_s']:g} s")
         ratio = (median(init) / median(ref)) if init and ref else None
-        rows.append(dict(content=content, w=w, h=h, codec=codec,
+        # a list when the reference drew several times (H.264)
+        done_p = [v for r in pref for v in _values(r.get("draw_done_ms"))]
+        done_s = [v for r in sref for v in _values(r.get("draw_done_ms"))]
+        rows.append(dict(content=content, w=w, h=h, codec=codec, done_p=done_p, done_s=done_s,
                          n=len(pt), missing=len(pt) - len(ttff),
                          ttff=ttff, init=init, ready=ready, ref=ref, stock_ref=sref_v,
                          warm=warm, floor=floor_ms, floor_cold=floor_cold,
                          stock=stock_txt, ratio=ratio))
     return rows
+
+
+def done_ok(r: dict[str, Any]) -> bool | None:
+    if not r["done_p"] or not r["done_s"]:
+        return None
+    p, st = median(r["done_p"]), median(r["done_s"])
+    over_1s = max(r["done_p"]) >= 1000 and max(r["done_s"]) < 1000
+    return (p <= st + DONE_TARGET_MS or p <= st * DONE_TARGET_RATIO) and not over_1s
+
+
+def done_table(rows: list[dict[str, Any]]) -> str:
+    out = ["| resolution | content | codec | draw → async_complete, stock, ms "
+           "| patched, ms | target met | display latency added: draw → pixels, "
+           "patched − stock, ms |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if not r["done_p"] and not r["done_s"]:
+            continue
+        ok = done_ok(r)
+        added = (median(r["ref"]) - median(r["stock_ref"])) if r["ref"] and r["stock_ref"] else None
+        out.append(f"| {r['w']}×{r['h']} | {r['content']} | {r['codec']} | "
+                   f"{_spread(r['done_s'])} | {_spread(r['done_p'])} | "
+                   f"{'–' if ok is None else 'yes' if ok else '**no**'} | {_f(added)} |")
+    return "\n".join(out)
 
 
 def ttff_table(rows: list[dict[str, Any]], content: str) -> str:
@@ -165,6 +199,15 @@ def storm_table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
                        if "died" in r.get("draw_error", "") else "never")) + " |")
         rows.append(r)
     return "\n".join(out), rows
+
+
+def idle_table(res: dict[str, Any]) -> str:
+    out = ["| idle after | variant | server CPU, % of one core | picture shown |",
+           "|---|---|---|---|"]
+    for r in res.get("idle", []):
+        out.append(f"| a {'guest draw, client connected' if r['case'] == 'draw' else 'client connect'} "
+                   f"| {r['variant']} | {100 * r['core_share']:.1f} | {'yes' if r['shown'] else 'no'} |")
+    return "\n".join(out)
 
 
 def repro_table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
@@ -321,6 +364,17 @@ def write(out: str, res: dict[str, Any]) -> str:
            + ", ".join(f"{c} {_f(next((f['cold']['total_ms'] for f in res['floor'] if f['codec'] == c and f.get('cold')), None))} ms"
                        for c in dict.fromkeys(f["codec"] for f in res["floor"]))
            + ").", ""]
+    if rows:
+        md += ["## QEMU's draw: completion and display latency (the reference runs)", "",
+               done_table(rows), "",
+               "From the reference runs above (client connected, then scanout and "
+               "draw): draw → async_complete in the shim, medians (min–max).  Target "
+               f"(issue 16): patched ≤ stock + {DONE_TARGET_MS:g} ms or ≤ "
+               f"{DONE_TARGET_RATIO} × stock, and no run over QEMU's 1 s warning where "
+               "stock has none.  Display latency added: the difference of the "
+               "draw → pixels medians, which includes the playback margin the "
+               "patched server gives each GL stream frame (round trip + 10 ms + "
+               "transfer time at the measured bit rate).", ""]
     if res["steady"]:
         md += ["## Steady state: QEMU draws with one client connected (1920×1080)", "",
                st_md, "",
@@ -329,6 +383,11 @@ def write(out: str, res: dict[str, Any]) -> str:
                "(/proc, 10 ms ticks), one draw every 30 ms; instructions: callgrind, "
                "instrumentation on only around the draws, one draw every 250 ms "
                "(callgrind is slow; spice drops frames it cannot encode in time).", ""]
+    if res.get("idle"):
+        md += ["## Idle VM: server CPU (1920×1080, mjpeg)", "", idle_table(res), "",
+               f"utime+stime of the server process over {res['idle'][0]['window_s']:g} s, "
+               "from 1 s after the picture (or the connect), client connected. "
+               f"Target: ≤ {IDLE_TARGET:.0%} of a core.", ""]
     if res["storm"]:
         md += ["## Connect storm: N clients connecting at once to an idle VM (1920×1080, mjpeg)",
                "", sm_md, "",
@@ -356,12 +415,30 @@ def write(out: str, res: dict[str, Any]) -> str:
                   + ("" if not bad else "; missed: " + ", ".join(
                       f"{r['codec']} {r['w']}×{r['h']} {r['content']} ({r['ratio']:.2f})"
                       for r in bad)))
+    judged = [(r, done_ok(r)) for r in rows]
+    judged = [(r, ok) for r, ok in judged if ok is not None]
+    if judged:
+        bad = [r for r, ok in judged if not ok]
+        md.append(f"- draw → async_complete within stock + {DONE_TARGET_MS:g} ms or "
+                  f"{DONE_TARGET_RATIO} × stock: {len(judged) - len(bad)} of {len(judged)} met"
+                  + ("" if not bad else "; missed: " + ", ".join(
+                      f"{r['codec']} {r['w']}×{r['h']} {r['content']} "
+                      f"({median(r['done_p']):.0f} vs {median(r['done_s']):.0f} ms)" for r in bad)))
     for rr in st_ratios:
         md.append(f"- steady state ≤ {STEADY_RATIO_TARGET} ({rr['codec']}): CPU per draw "
                   f"{_f(rr['cpu'], 3)}, CPU per frame shown {_f(rr['cpf'], 3)}, "
                   f"instructions per draw {_f(rr['ins'], 3)}, "
                   f"draw → complete median {_f(rr['med'], 3)}")
+    for r in res.get("idle", []):
+        if r["variant"] == "patched":
+            md.append(f"- idle after a {r['case']} ≤ {IDLE_TARGET:.0%} of a core: "
+                      f"{100 * r['core_share']:.1f} %"
+                      + (" (met)" if r["core_share"] <= IDLE_TARGET else " (MISSED)"))
     for r in sm_rows:
+        if not r["with_draw"] and r["variant"] == "patched":
+            got = len([t for t in r["ttff_ms"] if t is not None])
+            md.append(f"- storm of {r['n']}: {got}/{r['n']} clients show the picture"
+                      + (" (met)" if got == r["n"] else " (MISSED)"))
         if r["with_draw"]:
             dd = r.get("draw_done_ms")
             ok = dd is not None and dd < STORM_DRAW_TARGET_MS

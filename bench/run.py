@@ -40,6 +40,7 @@ import measure  # noqa: E402
 import report  # noqa: E402
 
 CODECS = ("mjpeg", "vp8", "vp9", "h264")
+IDLE_CASES = ("draw", "connect")
 RESOLUTIONS = ((1280, 720), (1920, 1080), (3840, 2160))
 
 
@@ -51,14 +52,14 @@ def profile(quick: bool) -> dict[str, Any]:
                     floor_reps=2, steady_draws=60, steady_period=0.03,
                     callgrind_draws=10, callgrind_period=0.25, steady_codecs=["mjpeg"],
                     storm_sizes=[1, 4], storm_window=10.0, stock_storm_window=2.0,
-                    repro_runs=1)
+                    repro_runs=1, idle_window=5.0)
     return dict(resolutions=list(RESOLUTIONS), codecs=list(CODECS),
                 contents=["pattern", "noise"], runs={"pattern": 5, "noise": 3},
                 stock_runs=2, stock_window=5.0, window=10.0,
                 floor_reps=5, steady_draws=300, steady_period=0.03,
                 callgrind_draws=40, callgrind_period=0.25, steady_codecs=["mjpeg", "h264"],
                 storm_sizes=[1, 4, 16], storm_window=20.0, stock_storm_window=5.0,
-                repro_runs=3)
+                repro_runs=3, idle_window=10.0)
 
 
 class Progress:
@@ -86,8 +87,8 @@ def main() -> int:
     ap.add_argument("--output", required=True)
     ap.add_argument("--quick", action="store_true",
                     help="few runs, 1920x1080 only, storms of 1 and 4 (a smoke check)")
-    ap.add_argument("--only", default="ttff,floor,steady,storm,repro",
-                    help="comma-separated subset of ttff,floor,steady,storm,repro")
+    ap.add_argument("--only", default="ttff,floor,steady,idle,storm,repro",
+                    help="comma-separated subset of ttff,floor,steady,idle,storm,repro")
     ap.add_argument("--codecs", help="comma-separated subset of " + ",".join(CODECS))
     ap.add_argument("--no-callgrind", action="store_true")
     args = ap.parse_args()
@@ -115,6 +116,8 @@ def main() -> int:
         n_steps += len(P["codecs"])
     if "steady" in only:
         n_steps += len(P["steady_codecs"]) * 2 * (2 if have_cg else 1)
+    if "idle" in only:
+        n_steps += len(IDLE_CASES) * 2
     if "storm" in only:
         n_steps += len(P["storm_sizes"]) * 2 * 2
     if "repro" in only:
@@ -128,7 +131,7 @@ def main() -> int:
         machine=dict(cpus=os.cpu_count(), platform=platform.platform(),
                      cpu=_cpu_model(), loadavg_start=os.getloadavg()),
         command="./run bench" + (" --quick" if args.quick else ""),
-        ttff=[], ref=[], floor=[], steady=[], storm=[], repro=[], errors=[])
+        ttff=[], ref=[], floor=[], steady=[], idle=[], storm=[], repro=[], errors=[])
     try:
         import spice_initial_draw
         results["library"] = {v: spice_initial_draw.variants.variant_library(v)
@@ -242,6 +245,19 @@ def main() -> int:
                                   f"{r['instructions_per_draw'] / 1e6:.1f} M "
                                   f"instructions/draw, {r['client_frames']} frames shown")
             _save(args.output, results)
+
+    # 3b. idle CPU ------------------------------------------------------------------
+    if "idle" in only:
+        for case in IDLE_CASES:
+            for variant in ("stock", "patched"):
+                r = guarded(f"idle {variant} {case}", measure.idle_run, variant, case,
+                            P["idle_window"])
+                if r:
+                    results["idle"].append(r)
+                    prog.step(f"idle {variant:7s} after a {case}",
+                              f"{100 * r['core_share']:.1f} % of a core over "
+                              f"{r['window_s']:g} s (picture shown: {r['shown']})")
+        _save(args.output, results)
 
     # 4. connect storm -------------------------------------------------------------
     if "storm" in only:
