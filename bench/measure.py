@@ -427,9 +427,18 @@ def idle_run(variant: str, case: str, window: float, codec: str = "mjpeg",
             cpu0 = _cpu_ticks(srv.pid)
             time.sleep(window)
             cpu1 = _cpu_ticks(srv.pid)
+            rss_kib = _rss_kib(srv.pid)
     share = (cpu1 - cpu0) / os.sysconf("SC_CLK_TCK") / window
     return dict(variant=variant, case=case, codec=codec, w=w, h=h,
-                window_s=window, core_share=share, shown=shown)
+                window_s=window, core_share=share, shown=shown, rss_kib=rss_kib)
+
+
+def _rss_kib(pid: int) -> int | None:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return None
 
 
 def _callgrind_total(path: str) -> int:

@@ -202,11 +202,13 @@ def storm_table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
 
 
 def idle_table(res: dict[str, Any]) -> str:
-    out = ["| idle after | variant | server CPU, % of one core | picture shown |",
-           "|---|---|---|---|"]
+    out = ["| idle after | variant | server CPU, % of one core | server RSS, MiB | picture shown |",
+           "|---|---|---|---|---|"]
     for r in res.get("idle", []):
+        rss = r.get("rss_kib")
         out.append(f"| a {'guest draw, client connected' if r['case'] == 'draw' else 'client connect'} "
-                   f"| {r['variant']} | {100 * r['core_share']:.1f} | {'yes' if r['shown'] else 'no'} |")
+                   f"| {r['variant']} | {100 * r['core_share']:.1f} | "
+                   f"{'–' if rss is None else f'{rss / 1024:.0f}'} | {'yes' if r['shown'] else 'no'} |")
     return "\n".join(out)
 
 
