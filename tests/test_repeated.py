@@ -1,11 +1,14 @@
 """The fragile scenarios, repeated (issue 12): a 1-in-20 failure must not
 pass.  Each scenario runs REPEATS times per codec (100 with --extended) on
-1080p, and every new client must show the guest's current picture without
-a frame arriving late: a late MJPEG frame is dropped by spice-gtk, and a
-dropped lone frame left the client black.  A failure prints what the
-server and the clients logged about the stream.  On stock the scenarios
-that need an initial frame fail (no frame within NO_FRAME_WINDOW): run
-once, strict xfail."""
+1080p, and every new client must show the guest's current picture.  spice-gtk
+drops a late MJPEG frame, and a dropped lone frame left the client black: the
+playback margin (patch 0019) covers what the server measures (round trip,
+transfer), and a frame the client still reports late (it read it late:
+busy, or decoding the previous frame; 0 to 5 of 10 runs here on 2 cores)
+is sent again (patch 0023).  Runs with a late frame are counted and printed.
+A failure prints what the server and the clients logged about the stream.
+On stock the scenarios that need an initial frame fail (no frame within
+NO_FRAME_WINDOW): run once, strict xfail."""
 from __future__ import annotations
 
 import os
@@ -14,7 +17,7 @@ import time
 import pytest
 
 from conftest import FRAME_TIMEOUT, NO_FRAME_WINDOW, VIDEO_CODECS, stock_defect
-from helpers import assert_shows, wait_shows
+from helpers import assert_shows, report, wait_shows
 from spice_initial_draw import Client, Server, patterns
 from spice_initial_draw.events import EventKind
 
@@ -42,17 +45,18 @@ def evidence(srv: Server, clients: list[Client], mark: int) -> str:
     return "\n".join(lines)
 
 
-def check_client(cli: Client, image: patterns.Image, what: str,
-                 late_allowed: bool = False) -> None:
-    """Shows the picture, and (unless late_allowed) no frame arrived late."""
+def check_client(cli: Client, image: patterns.Image, what: str) -> None:
+    """Shows the picture."""
     try:
         cli.wait_frames(1, FRAME_TIMEOUT)
         wait_shows(cli, image)
     except (AssertionError, TimeoutError) as e:
         raise ScenarioFailed(f"{what}: {e}") from None
-    late = [e for e in cli.events("stream-late") if "too late" in e.info.get("text", "")]
-    if late and not late_allowed:
-        raise ScenarioFailed(f"{what}: a frame arrived late: {late[0].info['text']}")
+
+
+def late_frames(clients: list[Client]) -> list[str]:
+    return [e.info.get("text", "") for cli in clients for e in cli.events("stream-late")
+            if "too late" in e.info.get("text", "")]
 
 
 def repeat(request, variant: str, codec: str, scenario,
@@ -60,6 +64,7 @@ def repeat(request, variant: str, codec: str, scenario,
     """Run scenario(srv, clients) REPEATS times (once on stock) on a fresh
     server each, with the failing run's evidence."""
     runs = REPEATS if variant == "patched" else 1
+    late_runs: list[str] = []
     for run in range(runs):
         srv = Server(codecs=f"gstreamer:{codec}", variant=variant, env=env)
         clients: list[Client] = []
@@ -68,6 +73,9 @@ def repeat(request, variant: str, codec: str, scenario,
             scenario(srv, clients)
             fatal = srv.events(EventKind.FATAL)
             assert not fatal, f"fatal shim errors: {fatal}"
+            late = late_frames(clients)
+            if late:
+                late_runs.append(f"run {run + 1}: {late[0]}")
         except ScenarioFailed as e:
             raise ScenarioFailed(f"run {run + 1} of {runs}: {e}\n"
                                  f"{evidence(srv, clients, mark)}") from None
@@ -78,6 +86,9 @@ def repeat(request, variant: str, codec: str, scenario,
             for cli in clients:
                 cli.close()
             srv.close()
+    report(request, f"  {variant}/{codec}: {runs} run(s), {len(late_runs)} with a frame "
+           "that reached a client late and was shown anyway"
+           + "".join(f"\n    {ln}" for ln in late_runs[:3]))
 
 
 def idle_vm(srv: Server) -> patterns.Image:
@@ -89,9 +100,9 @@ def idle_vm(srv: Server) -> patterns.Image:
 
 
 def expect_idle_picture(variant: str, cli: Client, image: patterns.Image,
-                        what: str, late_allowed: bool = False) -> None:
+                        what: str) -> None:
     if variant == "patched":
-        check_client(cli, image, what, late_allowed)
+        check_client(cli, image, what)
     elif not cli.no_frame_within(NO_FRAME_WINDOW):
         raise AssertionError(f"{what}: a frame arrived within {NO_FRAME_WINDOW} s")
     else:
@@ -177,12 +188,7 @@ def test_connect_storm_every_client_shows_the_idle_vm(request, variant, codec, c
             cli.connect()
         for i, cli in enumerate(clients):
             cli.wait_ready(FRAME_TIMEOUT)
-            # 17 processes on 2 cores: a client can read its first frame later
-            # than any margin the server could measure before sending it.  It
-            # reports that, and the server sends a dropped MJPEG frame again
-            # (patch 0023): what counts is that every client shows the picture.
-            expect_idle_picture(variant, cli, image, f"client {i + 1} of {clients_n}",
-                                late_allowed=True)
+            expect_idle_picture(variant, cli, image, f"client {i + 1} of {clients_n}")
 
     # without it spice-server keeps one client: each connection replaces the last
     repeat(request, variant, codec, scenario, env={"SPICE_DEBUG_ALLOW_MC": "1"})
