@@ -433,6 +433,30 @@ def idle_run(variant: str, case: str, window: float, codec: str = "mjpeg",
                 window_s=window, core_share=share, shown=shown, rss_kib=rss_kib)
 
 
+def second_client_run(variant: str, codec: str, window: float,
+                      w: int = 1920, h: int = 1080) -> dict[str, Any]:
+    """The fragile scenario of issue 12, once: a client shows the guest's
+    draw, then a second client connects to the now idle VM.  Failed: the
+    second client does not show the picture within `window` s.  Late: a
+    client logged a frame as late (spice-gtk drops a late MJPEG frame)."""
+    img = make_image("pattern", w, h)
+    with Server(codecs=f"gstreamer:{codec}", variant=variant) as srv:
+        d = srv.display(0)
+        d.scanout(img)
+        with Client.for_server(srv, codec) as first:
+            first.wait_ready(10)
+            guest_draw_visible(srv, d, first, img, codec)
+            with Client.for_server(srv, codec) as second:
+                t_conn = int(second.t_connect * 1e9)
+                second.wait_ready(10)
+                vis = wait_visible(second, img, t_conn, window)
+                late = sum(1 for c in (first, second) for e in c.events("stream-late")
+                           if "too late" in e.info.get("text", ""))
+    return dict(variant=variant, codec=codec, w=w, h=h, window_s=window,
+                shown=vis is not None, late_frames=late,
+                ttff_ms=None if vis is None else (vis.t_ns - t_conn) / 1e6)
+
+
 def _rss_kib(pid: int) -> int | None:
     with open(f"/proc/{pid}/status") as f:
         for line in f:

@@ -212,6 +212,15 @@ def idle_table(res: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def repeat_table(res: dict[str, Any]) -> str:
+    out = ["| codec | variant | runs | failed (second client shows nothing) | runs with a late frame |",
+           "|---|---|---|---|---|"]
+    for r in res.get("repeat", []):
+        out.append(f"| {r['codec']} | {r['variant']} | {r['runs']} | {r['failed']} "
+                   f"(window {r['window_s']:g} s) | {r['late_runs']} |")
+    return "\n".join(out)
+
+
 def repro_table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     """Per reproduction: wall time per variant (median, max over runs)."""
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -390,6 +399,13 @@ def write(out: str, res: dict[str, Any]) -> str:
                f"utime+stime of the server process over {res['idle'][0]['window_s']:g} s, "
                "from 1 s after the picture (or the connect), client connected. "
                f"Target: ≤ {IDLE_TARGET:.0%} of a core.", ""]
+    if res.get("repeat"):
+        md += ["## Second client of an idle VM, repeated (1920×1080)", "", repeat_table(res), "",
+               "Each run: a fresh server, a first client shows a guest draw, then a second "
+               "client connects to the idle VM; failed = the second client's surface does "
+               "not show the picture within the window.  Late: a client logged \"stream data "
+               "too late\" (spice-gtk drops a late MJPEG frame).  Issue 12's repeated "
+               "scenarios in full are tests/test_repeated.py.", ""]
     if res["storm"]:
         md += ["## Connect storm: N clients connecting at once to an idle VM (1920×1080, mjpeg)",
                "", sm_md, "",

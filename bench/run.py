@@ -52,14 +52,14 @@ def profile(quick: bool) -> dict[str, Any]:
                     floor_reps=2, steady_draws=60, steady_period=0.03,
                     callgrind_draws=10, callgrind_period=0.25, steady_codecs=["mjpeg"],
                     storm_sizes=[1, 4], storm_window=10.0, stock_storm_window=2.0,
-                    repro_runs=1, idle_window=5.0)
+                    repro_runs=1, idle_window=5.0, repeat_runs=5, stock_repeat_runs=1)
     return dict(resolutions=list(RESOLUTIONS), codecs=list(CODECS),
                 contents=["pattern", "noise"], runs={"pattern": 5, "noise": 3},
                 stock_runs=2, stock_window=5.0, window=10.0,
                 floor_reps=5, steady_draws=300, steady_period=0.03,
                 callgrind_draws=40, callgrind_period=0.25, steady_codecs=["mjpeg", "h264"],
                 storm_sizes=[1, 4, 16], storm_window=20.0, stock_storm_window=5.0,
-                repro_runs=3, idle_window=10.0)
+                repro_runs=3, idle_window=10.0, repeat_runs=20, stock_repeat_runs=3)
 
 
 class Progress:
@@ -87,8 +87,8 @@ def main() -> int:
     ap.add_argument("--output", required=True)
     ap.add_argument("--quick", action="store_true",
                     help="few runs, 1920x1080 only, storms of 1 and 4 (a smoke check)")
-    ap.add_argument("--only", default="ttff,floor,steady,idle,storm,repro",
-                    help="comma-separated subset of ttff,floor,steady,idle,storm,repro")
+    ap.add_argument("--only", default="ttff,floor,steady,idle,repeat,storm,repro",
+                    help="comma-separated subset of ttff,floor,steady,idle,repeat,storm,repro")
     ap.add_argument("--codecs", help="comma-separated subset of " + ",".join(CODECS))
     ap.add_argument("--no-callgrind", action="store_true")
     args = ap.parse_args()
@@ -118,6 +118,8 @@ def main() -> int:
         n_steps += len(P["steady_codecs"]) * 2 * (2 if have_cg else 1)
     if "idle" in only:
         n_steps += len(IDLE_CASES) * 2
+    if "repeat" in only:
+        n_steps += len(P["codecs"]) * 2
     if "storm" in only:
         n_steps += len(P["storm_sizes"]) * 2 * 2
     if "repro" in only:
@@ -131,7 +133,8 @@ def main() -> int:
         machine=dict(cpus=os.cpu_count(), platform=platform.platform(),
                      cpu=_cpu_model(), loadavg_start=os.getloadavg()),
         command="./run bench" + (" --quick" if args.quick else ""),
-        ttff=[], ref=[], floor=[], steady=[], idle=[], storm=[], repro=[], errors=[])
+        ttff=[], ref=[], floor=[], steady=[], idle=[], repeat=[], storm=[], repro=[],
+        errors=[])
     try:
         import spice_initial_draw
         results["library"] = {v: spice_initial_draw.variants.variant_library(v)
@@ -257,6 +260,26 @@ def main() -> int:
                     prog.step(f"idle {variant:7s} after a {case}",
                               f"{100 * r['core_share']:.1f} % of a core over "
                               f"{r['window_s']:g} s (picture shown: {r['shown']})")
+        _save(args.output, results)
+
+    # 3c. the fragile scenario, repeated: failure rate ------------------------------
+    if "repeat" in only:
+        for codec in P["codecs"]:
+            for variant in ("stock", "patched"):
+                runs = P["repeat_runs"] if variant == "patched" else P["stock_repeat_runs"]
+                rr = []
+                for _ in range(runs):
+                    r = guarded(f"second client {variant} {codec}", measure.second_client_run,
+                                variant, codec, 15.0 if variant == "patched" else 3.0)
+                    if r:
+                        rr.append(r)
+                failed = sum(1 for r in rr if not r["shown"])
+                late = sum(1 for r in rr if r["late_frames"])
+                results["repeat"].append(dict(variant=variant, codec=codec, runs=len(rr),
+                                              failed=failed, late_runs=late,
+                                              window_s=rr[0]["window_s"] if rr else None))
+                prog.step(f"second client {variant:7s} {codec}",
+                          f"{failed} of {len(rr)} runs failed, {late} with a late frame")
         _save(args.output, results)
 
     # 4. connect storm -------------------------------------------------------------
