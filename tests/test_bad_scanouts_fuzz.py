@@ -146,7 +146,9 @@ def _fuzz(variant: str) -> dict:
         counts["examples"] += 1
         try:
             srv, cli = rig.ensure()
-        except SidError as e:
+        except (SidError, AssertionError, TimeoutError) as e:
+            # stock: spice-gtk drops a late MJPEG frame (0.16 stamps frames
+            # with no margin), so the good picture may not show
             counts["setup-failed"] += 1
             examples.setdefault("setup-failed", []).append(str(e)[:300])
             rig.reset()

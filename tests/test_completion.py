@@ -73,7 +73,12 @@ def test_no_read_after_completion(request, make_server, make_client, variant, co
             break
         except AssertionError:
             pass
-    wait_shows(cli, last, FRAME_TIMEOUT)
+    # stock stamps frames with no playback margin: spice-gtk drops late
+    # MJPEG frames, so whether a given one is shown is chance there
+    if variant == "patched":
+        wait_shows(cli, last, FRAME_TIMEOUT)
+    else:
+        time.sleep(1.0)
 
     pictures = [e.info.get("probes", []) for e in cli.stream_frames()]
     after = [p for p in pictures if shows_any_of(p, NEXT)]
@@ -82,6 +87,7 @@ def test_no_read_after_completion(request, make_server, make_client, variant, co
            f"{len(after)} read after completion")
     assert not after, (f"{len(after)} frame(s) show what the guest wrote after its "
                        f"draw completed: {after[:3]}\n" + evidence(srv, cli))
-    assert any(shows(p, drawn) for p in pictures), \
-        f"no frame showed the draw; frames: {pictures}\n" + evidence(srv, cli)
+    if variant == "patched" or codec != "mjpeg":
+        assert any(shows(p, drawn) for p in pictures), \
+            f"no frame showed the draw; frames: {pictures}\n" + evidence(srv, cli)
     assert not srv.fatal_errors()
