@@ -334,12 +334,6 @@ def storm_run(variant: str, codec: str, w: int, h: int, n: int,
 # steady state
 
 
-def _cpu_ticks(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime (all threads)
-
-
 def steady_run(variant: str, codec: str, w: int, h: int, draws: int,
                period: float, callgrind_dir: str | None = None
                ) -> dict[str, Any]:
@@ -375,7 +369,7 @@ def steady_run(variant: str, codec: str, w: int, h: int, draws: int,
                 subprocess.run(["callgrind_control", "-i", "on", str(srv.pid)],
                                check=True, capture_output=True, timeout=60)
             frames0 = cli.frames_received()
-            cpu0 = _cpu_ticks(srv.pid)
+            cpu0 = srv.cpu_seconds()
             n0 = len(srv.events(EventKind.DRAW_DONE))
             t_start = time.monotonic()
             nxt = t_start
@@ -386,7 +380,7 @@ def steady_run(variant: str, codec: str, w: int, h: int, draws: int,
                 if delay > 0:
                     time.sleep(delay)
             elapsed = time.monotonic() - t_start
-            cpu1 = _cpu_ticks(srv.pid)
+            cpu1 = srv.cpu_seconds()
             if prefix:
                 # dump now: the window's cost goes to <out>.1 (the exit
                 # dump gets the teardown)
@@ -394,7 +388,7 @@ def steady_run(variant: str, codec: str, w: int, h: int, draws: int,
                                check=True, capture_output=True, timeout=60)
             done = srv.events(EventKind.DRAW_DONE)[n0:]
             out["done_ms"] = [e.a / 1e6 for e in done]
-            out["cpu_ms_per_draw"] = (cpu1 - cpu0) * 1000.0 / os.sysconf("SC_CLK_TCK") / draws
+            out["cpu_ms_per_draw"] = (cpu1 - cpu0) * 1000.0 / draws
             out["elapsed_s"] = elapsed
             time.sleep(0.3)
             out["client_frames"] = cli.frames_received() - frames0
@@ -424,11 +418,11 @@ def idle_run(variant: str, case: str, window: float, codec: str = "mjpeg",
                 d.draw().wait(30)
             shown = wait_visible(cli, img, time.monotonic_ns(), 10) is not None
             time.sleep(1.0)
-            cpu0 = _cpu_ticks(srv.pid)
+            cpu0 = srv.cpu_seconds()
             time.sleep(window)
-            cpu1 = _cpu_ticks(srv.pid)
-            rss_kib = _rss_kib(srv.pid)
-    share = (cpu1 - cpu0) / os.sysconf("SC_CLK_TCK") / window
+            cpu1 = srv.cpu_seconds()
+            rss_kib = srv.rss_kib()
+    share = (cpu1 - cpu0) / window
     return dict(variant=variant, case=case, codec=codec, w=w, h=h,
                 window_s=window, core_share=share, shown=shown, rss_kib=rss_kib)
 
@@ -455,14 +449,6 @@ def second_client_run(variant: str, codec: str, window: float,
     return dict(variant=variant, codec=codec, w=w, h=h, window_s=window,
                 shown=vis is not None, late_frames=late,
                 ttff_ms=None if vis is None else (vis.t_ns - t_conn) / 1e6)
-
-
-def _rss_kib(pid: int) -> int | None:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return None
 
 
 def _callgrind_total(path: str) -> int:

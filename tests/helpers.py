@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import time
 
-from spice_initial_draw import Client, patterns
+from spice_initial_draw import Client, Server, patterns
+from spice_initial_draw.events import EventKind
 from spice_initial_draw.frames import Frame
 from spice_initial_draw.patterns import Image
+
+CLIENT_EVIDENCE = ("stream-create", "stream-late", "spice-warning", "stream-stats")
 
 
 def assert_shows(frame: Frame | None, image: Image, tolerance: int = 48) -> None:
@@ -52,3 +55,27 @@ def report(request, line: str) -> None:
     if tr is not None:
         tr.write_line(line)
     print(line)
+
+
+def probe_matches(probes: list[list[int]], image: Image, tolerance: int = 48) -> list[bool]:
+    """For a decoded frame's probes (the client's display-invalidate event),
+    whether each quadrant centre shows `image`."""
+    points = patterns.quadrant_probes(image.width, image.height)
+    if len(probes) != len(points):
+        return [False] * len(points)
+    return [patterns.colour_close(tuple(got), image.expected(x, y), tolerance)
+            for got, (x, y) in zip(probes, points)]
+
+
+def stream_evidence(srv: Server, clients: list[Client], mark: int = 0) -> str:
+    """The server's output and draw completions since `mark`, and the
+    clients' stream events: what a failing stream test prints."""
+    lines = [f"server ({srv.variant}, {srv.codecs}):"]
+    lines += ["  " + ln for ln in srv.output(mark).splitlines() if ln.strip()]
+    lines += [f"  {e}" for e in srv.events()
+              if e.kind in (EventKind.DRAW, EventKind.DRAW_DONE, EventKind.FATAL)][-10:]
+    for i, cli in enumerate(clients):
+        lines.append(f"client {i}:")
+        lines += [f"  {e.name} {e.info.get('text', e.info)}"
+                  for e in cli.events() if e.name in CLIENT_EVIDENCE]
+    return "\n".join(lines)

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import FRAME_TIMEOUT, VIDEO_CODECS
-from helpers import report, wait_shows
+from helpers import probe_matches, report, stream_evidence, wait_shows
 from spice_initial_draw import patterns
 
 W, H = 1280, 720
@@ -25,24 +25,13 @@ NEXT = patterns.solid(patterns.MAGENTA, W, H)
 WINDOW = 3.0
 
 
-def evidence(srv, cli) -> str:
-    return ("server:\n" + srv.output()[-3000:] + "\nclient:\n"
-            + "\n".join(f"  {e.name} {e.info.get('text', '')}" for e in cli.events()
-                        if e.name in ("stream-create", "stream-late", "spice-warning")))
-
-
 def shows(probes: list[list[int]], image: patterns.Image) -> bool:
-    points = patterns.quadrant_probes(image.width, image.height)
-    return len(probes) == len(points) and all(
-        patterns.colour_close(tuple(got), image.expected(x, y))
-        for got, (x, y) in zip(probes, points))
+    return all(probe_matches(probes, image))
 
 
 def shows_any_of(probes: list[list[int]], image: patterns.Image) -> bool:
     """Some probe shows the image: a torn frame counts."""
-    points = patterns.quadrant_probes(image.width, image.height)
-    return any(patterns.colour_close(tuple(got), image.expected(x, y), 48)
-               for got, (x, y) in zip(probes, points))
+    return any(probe_matches(probes, image))
 
 
 @pytest.mark.parametrize("codec", VIDEO_CODECS)
@@ -91,8 +80,8 @@ def test_no_read_after_completion(request, make_server, make_client, variant, co
            f"{sum(shows(p, drawn) for p in pictures)} of the draw, "
            f"{len(after)} read after completion")
     assert not after, (f"{len(after)} frame(s) show what the guest wrote after its "
-                       f"draw completed: {after[:3]}\n" + evidence(srv, cli))
+                       f"draw completed: {after[:3]}\n" + stream_evidence(srv, [cli]))
     if variant == "patched" or codec != "mjpeg":
         assert any(shows(p, drawn) for p in pictures), \
-            f"no frame showed the draw; frames: {pictures}\n" + evidence(srv, cli)
+            f"no frame showed the draw; frames: {pictures}\n" + stream_evidence(srv, [cli])
     assert not srv.fatal_errors()

@@ -6,7 +6,6 @@ draw with a client connected; the initial frame creates it on every
 connect."""
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -19,18 +18,11 @@ IDLE_WINDOW = 10.0      # seconds of idle the CPU time is averaged over
 MAX_IDLE_CORE = 0.01    # at most 1% of one core
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def idle_share(pid: int, window: float = IDLE_WINDOW) -> float:
-    """Share of one core the process used over `window` seconds."""
-    before = cpu_seconds(pid)
+def idle_share(srv, window: float = IDLE_WINDOW) -> float:
+    """Share of one core the server process used over `window` seconds."""
+    before = srv.cpu_seconds()
     time.sleep(window)
-    return (cpu_seconds(pid) - before) / window
+    return (srv.cpu_seconds() - before) / window
 
 
 @pytest.mark.parametrize("client_stays", [True, False],
@@ -51,7 +43,7 @@ def test_idle_after_a_guest_draw_costs_no_cpu(request, make_server, make_client,
     if not client_stays:
         cli.close()
     time.sleep(1.0)   # past the GL stream's refresh
-    share = idle_share(srv.pid)
+    share = idle_share(srv)
     assert share <= MAX_IDLE_CORE, \
         f"idle server used {share:.0%} of a core over {IDLE_WINDOW} s"
 
@@ -75,6 +67,6 @@ def test_idle_after_a_connect_costs_no_cpu(make_server, make_client, variant,
     if not client_stays:
         cli.close()
     time.sleep(1.0)
-    share = idle_share(srv.pid)
+    share = idle_share(srv)
     assert share <= MAX_IDLE_CORE, \
         f"idle server used {share:.0%} of a core over {IDLE_WINDOW} s"

@@ -1,5 +1,6 @@
 """The fragile scenarios, repeated (issue 12): a 1-in-20 failure must not
-pass.  Each scenario runs REPEATS times per codec (100 with --extended) on
+pass.  Each scenario runs REPEATS times per codec (100 with --extended,
+SID_REPEATS=N to choose) on
 1080p, and every new client must show the guest's current picture.  spice-gtk
 drops a late MJPEG frame, and a dropped lone frame left the client black: the
 playback margin (patch 0019) covers what the server measures (round trip,
@@ -17,32 +18,17 @@ import time
 import pytest
 
 from conftest import FRAME_TIMEOUT, NO_FRAME_WINDOW, VIDEO_CODECS, stock_defect
-from helpers import assert_shows, report, wait_shows
+from helpers import assert_shows, report, stream_evidence, wait_shows
 from spice_initial_draw import Client, Server, patterns
 from spice_initial_draw.events import EventKind
 
 EXTENDED = os.environ.get("SID_EXTENDED") == "1"
-REPEATS = 100 if EXTENDED else 10
+REPEATS = int(os.environ.get("SID_REPEATS", 100 if EXTENDED else 10))
 W, H = 1920, 1080
-CLIENT_EVIDENCE = ("stream-create", "stream-late", "spice-warning", "stream-stats")
 
 
 class ScenarioFailed(AssertionError):
     pass
-
-
-def evidence(srv: Server, clients: list[Client], mark: int) -> str:
-    """The server's warnings and draw completions, and the clients' stream
-    events, since `mark`."""
-    lines = [f"server ({srv.variant}, {srv.codecs}):"]
-    lines += ["  " + ln for ln in srv.output(mark).splitlines() if ln.strip()]
-    lines += [f"  {e}" for e in srv.events()
-              if e.kind in (EventKind.DRAW, EventKind.DRAW_DONE, EventKind.FATAL)][-10:]
-    for i, cli in enumerate(clients):
-        lines.append(f"client {i}:")
-        lines += [f"  {e.name} {e.info.get('text', e.info)}"
-                  for e in cli.events() if e.name in CLIENT_EVIDENCE]
-    return "\n".join(lines)
 
 
 def check_client(cli: Client, image: patterns.Image, what: str) -> None:
@@ -78,10 +64,10 @@ def repeat(request, variant: str, codec: str, scenario,
                 late_runs.append(f"run {run + 1}: {late[0]}")
         except ScenarioFailed as e:
             raise ScenarioFailed(f"run {run + 1} of {runs}: {e}\n"
-                                 f"{evidence(srv, clients, mark)}") from None
+                                 f"{stream_evidence(srv, clients, mark)}") from None
         except (AssertionError, TimeoutError) as e:   # not the defect looked for
             raise AssertionError(f"run {run + 1} of {runs}: {e}\n"
-                                 f"{evidence(srv, clients, mark)}") from None
+                                 f"{stream_evidence(srv, clients, mark)}") from None
         finally:
             for cli in clients:
                 cli.close()

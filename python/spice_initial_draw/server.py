@@ -169,6 +169,21 @@ class Server:
         return {fd: t for fd, t in self.fds().items()
                 if t.startswith(f"/memfd:{prefix}")}
 
+    # -- resources -------------------------------------------------------------
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process, all its threads."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_kib(self) -> int:
+        """Resident memory of the server process, KiB."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise RuntimeError(f"no VmRSS in /proc/{self.pid}/status")
+
     # -- lifetime -------------------------------------------------------------
     def crash(self, signum: int = signal.SIGSEGV) -> None:
         """Test hook: kill the server process with a signal."""
