@@ -43,9 +43,8 @@ def test_no_read_after_completion(request, make_server, make_client, variant, co
     d.scanout(patterns.bars(W, H))
     d.draw().wait(FRAME_TIMEOUT)
     # A draw that follows another closely can be dropped by the encoder's
-    # rate control; the refresh then encodes the scanout after completion:
-    # a known defect of the series (issue 16), seen twice in full runs, on
-    # MJPEG.  This test covers the encoded draw.
+    # rate control: this test covers the encoded draw, the next one the
+    # dropped draw.
     time.sleep(1.0)
 
     drawn = patterns.quadrants(W, H)
@@ -84,4 +83,59 @@ def test_no_read_after_completion(request, make_server, make_client, variant, co
     if variant == "patched" or codec != "mjpeg":
         assert any(shows(p, drawn) for p in pictures), \
             f"no frame showed the draw; frames: {pictures}\n" + stream_evidence(srv, [cli])
+    assert not srv.fatal_errors()
+
+
+DROPPED = "GL draw frame dropped"
+
+
+@pytest.mark.parametrize("codec", VIDEO_CODECS)
+def test_dropped_draw_is_not_read_after_completion(request, make_server, make_client,
+                                                   variant, codec):
+    """Draws back to back: the encoder's rate control drops some frames
+    (a frame within one period of the last one, or over the bit rate).
+    Patched holds such a draw until it is sent again and encoded (patch
+    0024; before it, the refresh encoded the scanout after completion);
+    every draw's buffer is rewritten at completion, so a frame read later
+    shows it.  Stock drops the frame and completes the draw: no read either,
+    but the frame is lost."""
+    srv = make_server(codecs=f"gstreamer:{codec}", variant=variant,
+                      env={"G_MESSAGES_DEBUG": "Spice"})
+    d = srv.display(0)
+    cli = make_client(srv, codec)
+    cli.wait_ready()
+    # small frames, so that draws can follow each other within a frame period
+    w, h = 320, 180
+    next_ = patterns.solid(patterns.MAGENTA, w, h)
+    d.scanout(patterns.bars(w, h))
+    d.draw().wait(FRAME_TIMEOUT)
+
+    colours = (patterns.RED, patterns.GREEN, patterns.BLUE, patterns.WHITE)
+    drawn: list[patterns.Image] = []
+    durations: list[float] = []
+    for k in range(100):
+        image = patterns.quadrants(w, h, colours=colours[k % 4:] + colours[:k % 4])
+        d.rewrite_on_complete(next_)
+        d.scanout(image)
+        t = time.monotonic()
+        d.draw().wait(FRAME_TIMEOUT)
+        durations.append(time.monotonic() - t)
+        drawn.append(image)
+    dropped = srv.output().count(DROPPED)
+    if variant == "patched":
+        assert dropped, f"no frame of {len(drawn)} back-to-back draws was dropped\n" + \
+            stream_evidence(srv, [cli])
+        wait_shows(cli, drawn[-1], FRAME_TIMEOUT)
+    time.sleep(WINDOW)
+
+    pictures = [e.info.get("probes", []) for e in cli.stream_frames()]
+    after = [p for p in pictures if shows_any_of(p, next_)]
+    ends_on_last = all(probe_matches(pictures[-1], drawn[-1])) if pictures else False
+    report(request, f"{variant}/{codec}: {len(drawn)} draws, {len(pictures)} frames, "
+           f"ends on the last draw: {ends_on_last}, "
+           f"{dropped} dropped and sent again, slowest completion "
+           f"{max(durations) * 1000:.0f} ms, "
+           f"{len(after)} read after completion")
+    assert not after, (f"{len(after)} frame(s) show what the guest wrote after its "
+                       f"draw completed: {after[:3]}\n" + stream_evidence(srv, [cli]))
     assert not srv.fatal_errors()
