@@ -25,6 +25,7 @@ from spice_initial_draw import _rpc
 from spice_initial_draw.events import EventKind
 from spice_initial_draw.frames import Frame
 from spice_initial_draw.patterns import Image
+from spice_initial_draw.security import Security
 
 POLL = 0.01
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -174,14 +175,16 @@ def guest_draw_visible(srv: Server, d: Any, cli: Client, img: Image,
 
 
 def ttff_run(variant: str, codec: str, w: int, h: int, content: str,
-             window: float, warm_draw: bool = True) -> dict[str, Any]:
+             window: float, warm_draw: bool = True,
+             security: Security | None = None) -> dict[str, Any]:
     """Idle VM: scanout + draw before any client, nothing after; a client
-    connects.  Then (same client, same stream) a warm guest draw of a new
-    image."""
+    connects (over TLS with a password if `security` says so).  Then (same
+    client, same stream) a warm guest draw of a new image."""
     img = make_image(content, w, h)
     out: dict[str, Any] = dict(variant=variant, codec=codec, w=w, h=h,
-                               content=content, window_s=window)
-    with Server(codecs=f"gstreamer:{codec}", variant=variant) as srv:
+                               content=content, window_s=window,
+                               transport="tls" if security and security.tls else "tcp")
+    with Server(codecs=f"gstreamer:{codec}", variant=variant, security=security) as srv:
         d = srv.display(0)
         d.scanout(img)
         d.draw().wait(15)  # no client: completes at once

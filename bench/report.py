@@ -221,6 +221,23 @@ def repeat_table(res: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def tls_table(res: dict[str, Any]) -> str:
+    out = ["| codec | TCP: TTFF, ms | TLS + password: TTFF, ms | TLS − TCP, ms | "
+           "channel ready, TCP / TLS, ms |", "|---|---|---|---|---|"]
+    for codec in dict.fromkeys(r["codec"] for r in res.get("tls", [])):
+        by = {t: [r for r in res["tls"] if r["codec"] == codec and r["transport"] == t]
+              for t in ("tcp", "tls")}
+        ttff = {t: [r["ttff_ms"] for r in v if r["ttff_ms"] is not None] for t, v in by.items()}
+        ready = {t: median(r["ready_ms"] for r in v) for t, v in by.items()}
+        cell = {t: (f"{_spread(v)}, {len(v)}/{len(by[t])} shown" if v
+                    else f"none of {len(by[t])} shown") for t, v in ttff.items()}
+        diff = (f"{median(ttff['tls']) - median(ttff['tcp']):+.0f}"
+                if ttff["tls"] and ttff["tcp"] else "–")
+        out.append(f"| {codec} | {cell['tcp']} | {cell['tls']} | {diff} | "
+                   f"{ready['tcp']:.0f} / {ready['tls']:.0f} |")
+    return "\n".join(out)
+
+
 def repro_table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     """Per reproduction: wall time per variant (median, max over runs)."""
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -406,6 +423,12 @@ def write(out: str, res: dict[str, Any]) -> str:
                "not show the picture within the window.  Late: a client logged \"stream data "
                "too late\" (spice-gtk drops a late MJPEG frame).  Issue 12's repeated "
                "scenarios in full are tests/test_repeated.py.", ""]
+    if res.get("tls"):
+        md += ["## TTFF over TLS with a password against plain TCP (1920×1080, patched)", "",
+               tls_table(res), "",
+               "Idle VM, four-colour pattern; TLS: the TLS port only, a certificate from a "
+               "throw-away CA, a ticket (password); the client verifies the CA, as "
+               "remote-viewer --spice-ca-file.  Median (min–max) of the runs.", ""]
     if res["storm"]:
         md += ["## Connect storm: N clients connecting at once to an idle VM (1920×1080, mjpeg)",
                "", sm_md, "",

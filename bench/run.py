@@ -38,6 +38,7 @@ sys.path.insert(0, HERE)
 
 import measure  # noqa: E402
 import report  # noqa: E402
+from spice_initial_draw.security import Security, make_test_ca  # noqa: E402
 
 CODECS = ("mjpeg", "vp8", "vp9", "h264")
 IDLE_CASES = ("draw", "connect")
@@ -52,14 +53,16 @@ def profile(quick: bool) -> dict[str, Any]:
                     floor_reps=2, steady_draws=60, steady_period=0.03,
                     callgrind_draws=10, callgrind_period=0.25, steady_codecs=["mjpeg"],
                     storm_sizes=[1, 4], storm_window=10.0, stock_storm_window=2.0,
-                    repro_runs=1, idle_window=5.0, repeat_runs=5, stock_repeat_runs=1)
+                    repro_runs=1, idle_window=5.0, repeat_runs=5, stock_repeat_runs=1,
+                    tls_runs=2)
     return dict(resolutions=list(RESOLUTIONS), codecs=list(CODECS),
                 contents=["pattern", "noise"], runs={"pattern": 5, "noise": 3},
                 stock_runs=2, stock_window=5.0, window=10.0,
                 floor_reps=5, steady_draws=300, steady_period=0.03,
                 callgrind_draws=40, callgrind_period=0.25, steady_codecs=["mjpeg", "h264"],
                 storm_sizes=[1, 4, 16], storm_window=20.0, stock_storm_window=5.0,
-                repro_runs=3, idle_window=10.0, repeat_runs=20, stock_repeat_runs=3)
+                repro_runs=3, idle_window=10.0, repeat_runs=20, stock_repeat_runs=3,
+                tls_runs=5)
 
 
 class Progress:
@@ -87,8 +90,8 @@ def main() -> int:
     ap.add_argument("--output", required=True)
     ap.add_argument("--quick", action="store_true",
                     help="few runs, 1920x1080 only, storms of 1 and 4 (a smoke check)")
-    ap.add_argument("--only", default="ttff,floor,steady,idle,repeat,storm,repro",
-                    help="comma-separated subset of ttff,floor,steady,idle,repeat,storm,repro")
+    ap.add_argument("--only", default="ttff,floor,steady,idle,repeat,tls,storm,repro",
+                    help="comma-separated subset of ttff,floor,steady,idle,repeat,tls,storm,repro")
     ap.add_argument("--codecs", help="comma-separated subset of " + ",".join(CODECS))
     ap.add_argument("--no-callgrind", action="store_true")
     args = ap.parse_args()
@@ -120,6 +123,8 @@ def main() -> int:
         n_steps += len(IDLE_CASES) * 2
     if "repeat" in only:
         n_steps += len(P["codecs"]) * 2
+    if "tls" in only:
+        n_steps += len(P["codecs"]) * 2
     if "storm" in only:
         n_steps += len(P["storm_sizes"]) * 2 * 2
     if "repro" in only:
@@ -133,7 +138,7 @@ def main() -> int:
         machine=dict(cpus=os.cpu_count(), platform=platform.platform(),
                      cpu=_cpu_model(), loadavg_start=os.getloadavg()),
         command="./run bench" + (" --quick" if args.quick else ""),
-        ttff=[], ref=[], floor=[], steady=[], idle=[], repeat=[], storm=[], repro=[],
+        ttff=[], ref=[], floor=[], steady=[], idle=[], repeat=[], tls=[], storm=[], repro=[],
         errors=[])
     try:
         import spice_initial_draw
@@ -280,6 +285,23 @@ def main() -> int:
                                               window_s=rr[0]["window_s"] if rr else None))
                 prog.step(f"second client {variant:7s} {codec}",
                           f"{failed} of {len(rr)} runs failed, {late} with a late frame")
+        _save(args.output, results)
+
+    # 3d. TTFF over TLS with a password against plain TCP ------------------------
+    if "tls" in only:
+        tls_files = make_test_ca(os.path.join(args.output, "x509"))
+        secured = Security(tls=tls_files, password="bench", plain_port=False)
+        for codec in P["codecs"]:
+            for transport, security in (("tcp", None), ("tls", secured)):
+                rr = [r for _ in range(P["tls_runs"])
+                      if (r := guarded(f"ttff {transport} {codec}", measure.ttff_run,
+                                       "patched", codec, 1920, 1080, "pattern",
+                                       P["window"], warm_draw=False, security=security))]
+                results["tls"] += rr
+                got = [r["ttff_ms"] for r in rr if r["ttff_ms"] is not None]
+                prog.step(f"ttff {transport} patched {codec} 1920x1080",
+                          f"{len(got)}/{len(rr)} shown, TTFF median "
+                          f"{fmt_ms(report.median(got) if got else None)}")
         _save(args.output, results)
 
     # 4. connect storm -------------------------------------------------------------

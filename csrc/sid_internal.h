@@ -106,6 +106,7 @@ struct sid_server {
     sid_log log;
     SpiceServer *spice;
     int port;
+    int tls_port;
     int n_displays;
     sid_display displays[SID_MAX_DISPLAYS];
     GMutex lock;                /* draw state of all displays */

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -59,6 +60,7 @@ typedef struct {
     sid_server *srv;
     const char *codecs;
     const char *unix_path;      /* NULL: TCP on 127.0.0.1 */
+    const sid_security *sec;    /* NULL: plain port, no ticket */
     int ret;
     char msg[256];
 } start_args;
@@ -69,8 +71,12 @@ static void do_start(void *p)
     sid_server *srv = a->srv;
 
     for (int attempt = 0; attempt < 5; attempt++) {
-        int port = a->unix_path ? 0 : pick_free_port();
-        if (port < 0) {
+        const sid_security *sec = a->sec;
+        bool tls = sec && sec->ca_file;
+        bool plain = !tls || sec->plain_port;
+        int port = a->unix_path || !plain ? 0 : pick_free_port();
+        int tls_port = tls ? pick_free_port() : 0;
+        if (port < 0 || tls_port < 0) {
             snprintf(a->msg, sizeof(a->msg), "no free loopback port: %s",
                      g_strerror(errno));
             a->ret = SID_ERR_SYS;
@@ -82,10 +88,28 @@ static void do_start(void *p)
              * spice_server_set_addr(..., SPICE_ADDR_FLAG_UNIX_ONLY) */
             spice_server_set_addr(s, a->unix_path, SPICE_ADDR_FLAG_UNIX_ONLY);
         } else {
-            spice_server_set_port(s, port);
+            if (plain) {
+                spice_server_set_port(s, port);
+            }
             spice_server_set_addr(s, "127.0.0.1", SPICE_ADDR_FLAG_IPV4_ONLY);
         }
-        spice_server_set_noauth(s);
+        if (tls && spice_server_set_tls(s, tls_port, sec->ca_file, sec->cert_file,
+                                        sec->key_file, NULL, NULL,
+                                        sec->ciphers) != 0) {
+            spice_server_destroy(s);
+            snprintf(a->msg, sizeof(a->msg), "spice_server_set_tls failed "
+                     "(CA %s, certificate %s, key %s)", sec->ca_file,
+                     sec->cert_file, sec->key_file);
+            a->ret = SID_ERR_SPICE;
+            return;
+        }
+        if (sec && sec->password) {
+            /* QEMU's password=: fail_if_connected and
+             * disconnect_if_connected 0 */
+            spice_server_set_ticket(s, sec->password, sec->ticket_lifetime, 0, 0);
+        } else {
+            spice_server_set_noauth(s);
+        }
         /* QEMU's default when -spice streaming-video is not given */
         spice_server_set_streaming_video(s, SPICE_STREAM_VIDEO_OFF);
         if (spice_server_set_video_codecs(s, a->codecs) != 0) {
@@ -108,12 +132,14 @@ static void do_start(void *p)
                 return;
             }
             snprintf(a->msg, sizeof(a->msg),
-                     "spice_server_init failed on 127.0.0.1:%d", port);
+                     "spice_server_init failed on 127.0.0.1:%d (TLS %d)",
+                     port, tls_port);
             a->ret = SID_ERR_SPICE;
             continue;
         }
         srv->spice = s;
         srv->port = port;
+        srv->tls_port = tls_port;
         a->ret = SID_OK;
         break;
     }
@@ -150,9 +176,34 @@ sid_server *sid_server_new(const char *codecs, int n_displays,
     return sid_server_new_unix(codecs, n_displays, NULL, err, errlen);
 }
 
+static sid_server *server_new(const char *codecs, int n_displays,
+                              const char *unix_path, const sid_security *sec,
+                              char *err, size_t errlen);
+
 sid_server *sid_server_new_unix(const char *codecs, int n_displays,
                                 const char *unix_path,
                                 char *err, size_t errlen)
+{
+    return server_new(codecs, n_displays, unix_path, NULL, err, errlen);
+}
+
+sid_server *sid_server_new_secure(const char *codecs, int n_displays,
+                                  const sid_security *sec,
+                                  char *err, size_t errlen)
+{
+    if (sec && sec->ca_file && (!sec->cert_file || !sec->key_file)) {
+        sid_set_err(err, errlen, "a TLS port needs a CA, a certificate and a key"
+                    " (got CA %s, certificate %s, key %s)", sec->ca_file,
+                    sec->cert_file ? sec->cert_file : "(none)",
+                    sec->key_file ? sec->key_file : "(none)");
+        return NULL;
+    }
+    return server_new(codecs, n_displays, NULL, sec, err, errlen);
+}
+
+static sid_server *server_new(const char *codecs, int n_displays,
+                              const char *unix_path, const sid_security *sec,
+                              char *err, size_t errlen)
 {
     if (!codecs || n_displays < 1 || n_displays > SID_MAX_DISPLAYS) {
         sid_set_err(err, errlen, "invalid arguments: codecs=%s displays=%d "
@@ -182,7 +233,7 @@ sid_server *sid_server_new_unix(const char *codecs, int n_displays,
     sid_core_start(&srv->core, &srv->log);
 
     start_args a = { .srv = srv, .codecs = codecs, .unix_path = unix_path,
-                     .ret = SID_ERR_SPICE };
+                     .sec = sec, .ret = SID_ERR_SPICE };
     sid_core_call(&srv->core, do_start, &a);
     if (a.ret != SID_OK) {
         sid_set_err(err, errlen, "%s", a.msg);
@@ -195,8 +246,10 @@ sid_server *sid_server_new_unix(const char *codecs, int n_displays,
                     unix_path, codecs);
     } else {
         sid_log_add(&srv->log, SID_EV_SERVER_STARTED, -1, 0, srv->port,
-                    n_displays, 0, 0, "listening on 127.0.0.1:%d, codecs %s",
-                    srv->port, codecs);
+                    n_displays, srv->tls_port, 0,
+                    "listening on 127.0.0.1:%d (TLS %d), codecs %s%s",
+                    srv->port, srv->tls_port, codecs,
+                    sec && sec->password ? ", ticket" : ", no auth");
     }
     return srv;
 }
@@ -232,6 +285,41 @@ void sid_server_free(sid_server *srv)
 int sid_server_port(sid_server *srv)
 {
     return srv->port;
+}
+
+int sid_server_tls_port(sid_server *srv)
+{
+    return srv->tls_port;
+}
+
+typedef struct {
+    sid_server *srv;
+    const char *password;
+    int lifetime;
+    int ret;
+} ticket_args;
+
+static void do_set_ticket(void *p)
+{
+    ticket_args *a = p;
+    a->ret = spice_server_set_ticket(a->srv->spice, a->password, a->lifetime, 0, 0);
+}
+
+int sid_server_set_ticket(sid_server *srv, const char *password, int lifetime,
+                          char *err, size_t errlen)
+{
+    if (!srv || !srv->spice || lifetime < 0) {
+        sid_set_err(err, errlen, "set_ticket needs a running server and a "
+                    "lifetime >= 0 (got %d)", lifetime);
+        return SID_ERR_ARG;
+    }
+    ticket_args a = { .srv = srv, .password = password, .lifetime = lifetime };
+    sid_core_call(&srv->core, do_set_ticket, &a);
+    if (a.ret != 0) {
+        sid_set_err(err, errlen, "spice_server_set_ticket failed (%d)", a.ret);
+        return SID_ERR_SPICE;
+    }
+    return SID_OK;
 }
 
 int sid_server_n_displays(sid_server *srv)

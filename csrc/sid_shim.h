@@ -76,9 +76,30 @@ sid_server *sid_server_new(const char *codecs, int n_displays,
 sid_server *sid_server_new_unix(const char *codecs, int n_displays,
                                 const char *unix_path,
                                 char *err, size_t errlen);
+/* How QEMU secures -spice for a remote user (ui/spice-core.c): tls-port=
+ * with x509 files and tls-ciphers=, a password (a ticket), and whether the
+ * plain port= is open as well.  Paths are PEM files; NULL: not set. */
+typedef struct {
+    const char *ca_file, *cert_file, *key_file; /* all NULL: no TLS port */
+    const char *ciphers;        /* NULL: spice-server's default */
+    int plain_port;             /* also listen on a plain TCP port */
+    const char *password;       /* NULL: disable-ticketing */
+    int ticket_lifetime;        /* seconds; 0: never expires */
+} sid_security;
+/* The same as sid_server_new(), secured by `sec` (NULL: as
+ * sid_server_new()); with a TLS port and no plain port, sid_server_port()
+ * is 0. */
+sid_server *sid_server_new_secure(const char *codecs, int n_displays,
+                                  const sid_security *sec,
+                                  char *err, size_t errlen);
+/* QEMU's set_password / expire_password: spice_server_set_ticket(), from
+ * QEMU's main loop.  password NULL: no ticket is valid any more. */
+int sid_server_set_ticket(sid_server *srv, const char *password, int lifetime,
+                          char *err, size_t errlen);
 /* Stop the server and free everything (closes the listening socket). */
 void sid_server_free(sid_server *srv);
 int sid_server_port(sid_server *srv);
+int sid_server_tls_port(sid_server *srv);
 int sid_server_n_displays(sid_server *srv);
 
 /* Scanout from a memfd holding `len` bytes copied from data (stand-in for a

@@ -59,8 +59,8 @@ def make_server() -> Iterator[Callable[..., Server]]:
 def make_client() -> Iterator[Callable[..., Client]]:
     clients: list[Client] = []
 
-    def make(server: Server, codec: str | None = None) -> Client:
-        cli = Client.for_server(server, codec)
+    def make(server: Server, codec: str | None = None, **kwargs: object) -> Client:
+        cli = Client.for_server(server, codec, **kwargs)
         clients.append(cli)
         return cli
 

@@ -37,12 +37,15 @@ def main(argv: list[str] | None = None) -> int:
                    choices=["mjpeg", "vp8", "vp9", "h264"])
     d.add_argument("--window", type=float, default=5.0,
                    help="seconds to wait for a first frame (default 5)")
+    d.add_argument("--tls-password", metavar="PASSWORD",
+                   help="serve on a TLS port only, with this password (a certificate "
+                        "from a throw-away CA is made in OUTPUT/x509)")
     sub.add_parser("info", help="version, variants, encoder, GStreamer")
     args = p.parse_args(argv)
     if args.cmd == "info":
         return cmd_info()
     from . import demo
-    return demo.main(args.serve, args.output, args.codec, args.window)
+    return demo.main(args.serve, args.output, args.codec, args.window, args.tls_password)
 
 
 if __name__ == "__main__":

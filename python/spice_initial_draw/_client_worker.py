@@ -102,7 +102,8 @@ class ClientState:
 
     # -- session / channels --------------------------------------------------
     def connect(self, host: str, port: int, codec: str | None,
-                unix_path: str | None = None, gl: bool | None = None) -> bool:
+                unix_path: str | None = None, gl: bool | None = None,
+                auth: dict[str, Any] | None = None) -> bool:
         if codec is not None and codec not in CODEC_TYPES:
             raise ValueError(f"unknown codec {codec!r}; one of {sorted(CODEC_TYPES)}")
         self.codec = codec
@@ -111,13 +112,20 @@ class ClientState:
             s.props.unix_path = unix_path   # local client (QEMU unix=on)
         else:
             s.props.host = host
-            s.props.port = str(port)
+            if port:
+                s.props.port = str(port)
+        if auth and auth.get("tls_port"):
+            s.props.tls_port = str(auth["tls_port"])
+            s.props.ca_file = auth.get("ca_file")
+        if auth and auth.get("password") is not None:
+            s.props.password = auth["password"]
         if gl is not None:
             s.props.gl_scanout = gl   # SPICE_DISPLAY_CAP_GL_SCANOUT
         GObject.Object.connect(s, "channel-new", self.on_channel_new)
         GObject.Object.connect(s, "channel-destroy", self.on_channel_destroy)
         self.session = s
         self.add("session-connect", host=host, port=port, unix_path=unix_path,
+                 tls_port=(auth or {}).get("tls_port", 0),
                  gl=s.props.gl_scanout)
         return bool(s.connect())  # spice_session_connect
 
@@ -203,8 +211,9 @@ class ClientState:
 
     # -- RPC ------------------------------------------------------------------
     def rpc_connect(self, host: str, port: int, codec: str | None,
-                    unix_path: str | None = None, gl: bool | None = None) -> bool:
-        return self.connect(host, port, codec, unix_path, gl)
+                    unix_path: str | None = None, gl: bool | None = None,
+                    auth: dict[str, Any] | None = None) -> bool:
+        return self.connect(host, port, codec, unix_path, gl, auth)
 
     def rpc_cycle(self, count: int, host: str, port: int, codec: str | None,
                   wait_frame: float = 0.0, timeout: float = 10.0) -> dict[str, Any]:

@@ -45,8 +45,20 @@ class Handlers:
                 "pid": os.getpid()}
 
     def rpc_start(self, codecs: str, displays: int,
-                  unix_path: str | None = None) -> int:
-        if unix_path is None:
+                  unix_path: str | None = None,
+                  security: dict[str, Any] | None = None) -> int:
+        if security is not None:
+            sec = self.ffi.new("sid_security *")
+            keep = []   # the strings live as long as the call
+            for name in ("ca_file", "cert_file", "key_file", "ciphers", "password"):
+                if security.get(name) is not None:
+                    keep.append(self.ffi.new("char[]", str(security[name]).encode()))
+                    setattr(sec, name, keep[-1])
+            sec.plain_port = int(bool(security.get("plain_port", True)))
+            sec.ticket_lifetime = int(security.get("ticket_lifetime", 0))
+            self.srv = self.lib.sid_server_new_secure(codecs.encode(), displays, sec,
+                                                      self.err, len(self.err))
+        elif unix_path is None:
             self.srv = self.lib.sid_server_new(codecs.encode(), displays,
                                                self.err, len(self.err))
         else:
@@ -56,6 +68,14 @@ class Handlers:
         if self.srv == self.ffi.NULL:
             raise RuntimeError(f"SPICE|start: {self._error()}")
         return int(self.lib.sid_server_port(self.srv))
+
+    def rpc_tls_port(self) -> int:
+        return int(self.lib.sid_server_tls_port(self.srv))
+
+    def rpc_set_ticket(self, password: str | None, lifetime: int) -> None:
+        pw = self.ffi.NULL if password is None else password.encode()
+        self._check(self.lib.sid_server_set_ticket(self.srv, pw, lifetime, self.err,
+                                                   len(self.err)), "set_ticket")
 
     def rpc_scanout(self, display: int, data: bytes, width: int, height: int,
                     stride: int, fourcc: int, y0_top: bool) -> None:

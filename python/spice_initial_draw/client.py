@@ -39,34 +39,46 @@ class Client:
     spice-gtk's default.
     connect=False: start the client process without a session (for cycle(),
     or connect() later: several clients then connect at once).
+    tls_port, ca_file, password: as remote-viewer's
+    spice://host?port=...&tls-port=... --spice-ca-file=... and its password
+    prompt; port 0: TLS only.
     """
 
     def __init__(self, host: str, port: int, codec: str | None = None,
                  env: dict[str, str] | None = None,
                  unix_path: str | None = None, gl: bool | None = None,
-                 connect: bool = True) -> None:
+                 connect: bool = True, tls_port: int = 0,
+                 ca_file: str | None = None, password: str | None = None) -> None:
         if codec is not None and codec not in CODECS:
             raise ValueError(f"codec {codec!r}: use one of {CODECS} or None")
         self.host, self.port, self.codec = host, port, codec
         self.unix_path, self.gl = unix_path, gl
+        self.auth = {"tls_port": tls_port, "ca_file": ca_file, "password": password}
         self._events: list[ClientEvent] = []
         self._worker = _rpc.WorkerProcess("spice_initial_draw._client_worker",
                                           [], env=env)
         self.t_connect = time.monotonic()
         self._connected = connect
         if connect:
-            self._call("connect", host, port, codec, unix_path, gl)
+            self._call("connect", host, port, codec, unix_path, gl, self.auth)
 
     @classmethod
     def for_server(cls, server: Any, codec: str | None = None,
                    **kwargs: Any) -> "Client":
         """Client of a Server; codec defaults to the server's first codec;
-        a server on a unix socket is reached there."""
+        a server on a unix socket is reached there; a secured server's TLS
+        port, CA and password are the defaults."""
         if codec is None:
             first = server.codecs.split(";")[0]
             codec = first.split(":", 1)[1] if ":" in first else None
         if getattr(server, "unix_path", None) is not None:
             kwargs.setdefault("unix_path", server.unix_path)
+        security = getattr(server, "security", None)
+        if security is not None:
+            if security.tls is not None:
+                kwargs.setdefault("tls_port", server.tls_port)
+                kwargs.setdefault("ca_file", security.tls.ca_file)
+            kwargs.setdefault("password", security.password)
         return cls(server.host, server.port, codec, **kwargs)
 
     def connect(self) -> None:
@@ -75,7 +87,7 @@ class Client:
             raise ClientError("this client is connected already")
         self.t_connect = time.monotonic()
         self._call("connect", self.host, self.port, self.codec,
-                   self.unix_path, self.gl)
+                   self.unix_path, self.gl, self.auth)
         self._connected = True
 
     def cycle(self, count: int, wait_frame: float = 0.0,

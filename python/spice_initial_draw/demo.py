@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from . import patterns
 from .client import Client
 from .errors import SidError
+from .security import Security, make_test_ca
 from .server import Server
 
 
@@ -30,10 +31,11 @@ class DemoResult:
         return f"{head} first frame {self.first_frame_s * 1000:.0f} ms after connect"
 
 
-def idle_vm_server(variant: str, codec: str) -> Server:
+def idle_vm_server(variant: str, codec: str,
+                   security: Security | None = None) -> Server:
     """A server whose guest drew once, before any client: scanout of the
     1920x1080 quadrant pattern + one draw, completed, then nothing."""
-    srv = Server(codecs=f"gstreamer:{codec}", variant=variant)
+    srv = Server(codecs=f"gstreamer:{codec}", variant=variant, security=security)
     try:
         d = srv.display(0)
         d.scanout(patterns.quadrants(1920, 1080))
@@ -45,9 +47,10 @@ def idle_vm_server(variant: str, codec: str) -> Server:
 
 
 def run_one(variant: str, codec: str, window: float, output: str,
-            keep: bool = False) -> tuple[DemoResult, Server | None]:
+            keep: bool = False,
+            security: Security | None = None) -> tuple[DemoResult, Server | None]:
     try:
-        srv = idle_vm_server(variant, codec)
+        srv = idle_vm_server(variant, codec, security)
     except SidError as e:
         return DemoResult(variant, codec, None, window, None, str(e)), None
     png = None
@@ -77,13 +80,20 @@ def run_one(variant: str, codec: str, window: float, output: str,
 
 
 def main(serve: bool, output: str, codec: str = "mjpeg",
-         window: float = 5.0) -> int:
+         window: float = 5.0, password: str | None = None) -> int:
+    """password: serve on a TLS port only, with that password and a
+    certificate from a throw-away CA made in OUTPUT/x509."""
     print("idle VM: scanout + draw of a 1920x1080 test pattern before any "
           "client connects, nothing after")
+    security = None
+    if password is not None:
+        ca = make_test_ca(os.path.join(output, "x509"))
+        security = Security(tls=ca, password=password, plain_port=False)
+        print(f"TLS port only, password set; CA: {ca.ca_file}")
     kept = None
     for variant in ("stock", "patched"):
         result, srv = run_one(variant, codec, window, output,
-                              keep=serve and variant == "patched")
+                              keep=serve and variant == "patched", security=security)
         print(result.line() + (f"  -> {result.png}" if result.png else ""),
               flush=True)
         kept = srv or kept
@@ -91,8 +101,12 @@ def main(serve: bool, output: str, codec: str = "mjpeg",
         if kept is None:
             print("the patched server did not start; nothing to serve")
             return 1
-        print(f"patched server left running: remote-viewer "
-              f"spice://127.0.0.1:{kept.port}  (Ctrl-C to stop)", flush=True)
+        if security is not None and security.tls is not None:
+            how = (f"remote-viewer --spice-ca-file={security.tls.ca_file} "
+                   f"'spice://127.0.0.1?tls-port={kept.tls_port}' (it asks for the password)")
+        else:
+            how = f"remote-viewer spice://127.0.0.1:{kept.port}"
+        print(f"patched server left running: {how}  (Ctrl-C to stop)", flush=True)
         try:
             while kept.alive():
                 time.sleep(1)

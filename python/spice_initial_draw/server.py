@@ -12,6 +12,7 @@ from .errors import (DrawBusy, DrawTimeout, NoScanout, ServerCrashed,
                      ShimError)
 from .events import Event, EventKind
 from .patterns import DRM_FORMAT_XRGB8888, Image, bars, quadrants
+from .security import Security
 
 PATTERNS = {"quadrants": quadrants, "bars": bars}
 
@@ -26,6 +27,8 @@ class Server:
     unix_path: listen on that unix socket only, no TCP port (QEMU's
     -spice unix=on,addr=PATH, which gl=on needs); local GL clients
     (Client(..., unix_path=..., gl=True)) get the scanout itself.
+    security: TLS port, ticket, plain port (security.Security); the TLS
+    port is tls_port, port is 0 when only TLS listens.
     command_prefix: run the server process under this command (e.g.
     ["valgrind", "--tool=callgrind", ...] for the benchmarks).
     """
@@ -34,7 +37,8 @@ class Server:
                  variant: str = "patched", displays: int = 1,
                  env: dict[str, str] | None = None,
                  command_prefix: list[str] | None = None,
-                 unix_path: str | None = None) -> None:
+                 unix_path: str | None = None,
+                 security: Security | None = None) -> None:
         self.codecs = codecs
         self.unix_path = unix_path
         self.variant = variant
@@ -46,7 +50,14 @@ class Server:
             prefix=command_prefix)
         self.pid = self._worker.proc.pid
         self.library: str = self._call("info")["library"]
-        if unix_path is None:
+        self.security = security
+        self.tls_port = 0
+        if security is not None:
+            if unix_path is not None:
+                raise ValueError("security applies to TCP ports, not to unix_path")
+            self.port = self._call("start", codecs, displays, None, security.as_args())
+            self.tls_port = self._call("tls_port")
+        elif unix_path is None:
             self.port: int = self._call("start", codecs, displays)
         else:   # QEMU's -spice unix=on,addr=PATH (gl=on): no TCP port
             self.port = self._call("start", codecs, displays, unix_path)
@@ -150,6 +161,11 @@ class Server:
         """What the server process printed (spice-server's warnings, the
         shim's own warnings), from `since` (an output_mark())."""
         return self._worker.stderr_text(since)
+
+    def set_ticket(self, password: str | None, lifetime: int = 0) -> None:
+        """QEMU's set_password (lifetime 0) and expire_password: the ticket a
+        client must present from now on; None: none is valid."""
+        self._call("set_ticket", password, lifetime)
 
     # -- file descriptors -----------------------------------------------------
     def fds(self) -> dict[int, str]:
