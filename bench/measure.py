@@ -12,6 +12,7 @@ that did not show it yet), not the time of the snapshot."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -24,8 +25,10 @@ from spice_initial_draw import Client, Server, patterns
 from spice_initial_draw import _rpc
 from spice_initial_draw.events import EventKind
 from spice_initial_draw.frames import Frame
+from spice_initial_draw.netshape import PROFILES, ShapingProxy
 from spice_initial_draw.patterns import Image
 from spice_initial_draw.security import Security
+from spice_initial_draw.server import QEMU_10_1_REMOTE
 
 POLL = 0.01
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -460,3 +463,66 @@ def _callgrind_total(path: str) -> int:
             if line.startswith(("totals:", "summary:")):
                 return int(line.split()[1])
     raise RuntimeError(f"no callgrind totals in {path}")
+
+
+# --------------------------------------------------------------------------
+# the initial frame over shaped links (issue 15)
+
+NET_TEST = re.compile(r"net test: latency ([\d.]+) ms, bitrate (\d+) bps")
+
+
+def _shaped_client(srv: Server, proxy: ShapingProxy, codec: str) -> Client:
+    return Client("127.0.0.1", proxy.port, codec)
+
+
+def net_run(variant: str, profile: str, codec: str = "h264", w: int = 1920,
+            h: int = 1080, window: float = 15.0, steady_draws: int = 300) -> dict[str, Any]:
+    """Through a shaped link (netshape.PROFILES[profile]): TTFF on an idle
+    VM and what spice's connect-time net test measured; an ordinary draw ->
+    pixels (fresh server, the client connected to a display with no scanout
+    yet, as ref_run); and frames decoded of `steady_draws` guest updates at
+    30 per second in QEMU 10.1's remote mode."""
+    prof = PROFILES[profile]
+    out: dict[str, Any] = dict(variant=variant, profile=profile, codec=codec, w=w, h=h,
+                               rtt_ms=prof.rtt_ms, rate_bps=prof.rate_bps)
+    img = make_image("pattern", w, h)
+    env = {"G_MESSAGES_DEBUG": "Spice"}
+    with Server(codecs=f"gstreamer:{codec}", variant=variant, env=env) as srv:
+        d = srv.display(0)
+        d.scanout(img)
+        d.draw().wait(15)
+        time.sleep(0.1)
+        with ShapingProxy(prof, srv.port) as proxy, _shaped_client(srv, proxy, codec) as cli:
+            t_conn = int(cli.t_connect * 1e9)
+            out["ready_ms"] = (cli.wait_ready(30).t_ns - t_conn) / 1e6
+            vis = wait_visible(cli, img, t_conn, window if variant == "patched" else 5.0)
+            out["ttff_ms"] = None if vis is None else (vis.t_ns - t_conn) / 1e6
+            m = NET_TEST.search(srv.output())
+            out["net_latency_ms"] = float(m.group(1)) if m else None
+            out["net_bitrate_bps"] = int(m.group(2)) if m else None
+    with Server(codecs=f"gstreamer:{codec}", variant=variant) as srv:
+        d = srv.display(0)
+        with ShapingProxy(prof, srv.port) as proxy, _shaped_client(srv, proxy, codec) as cli:
+            cli.wait_ready(30)
+            time.sleep(0.5)
+            img2 = make_image("pattern", w, h, alt=1)
+            d.scanout(img2)
+            out["draw_px_ms"], out["draw_done_ms"] = guest_draw_visible(
+                srv, d, cli, img2, codec, timeout=window)
+    with Server(codecs=f"gstreamer:{codec}", variant=variant, qemu=QEMU_10_1_REMOTE) as srv:
+        d = srv.display(0)
+        d.scanout(img)
+        with ShapingProxy(prof, srv.port) as proxy, _shaped_client(srv, proxy, codec) as cli:
+            cli.wait_ready(30)
+            time.sleep(0.5)
+            before = len(cli.stream_frames())
+            t0 = time.monotonic()
+            for i in range(steady_draws):
+                d.update()
+                time.sleep(max(0.0, t0 + (i + 1) / 30 - time.monotonic()))
+            time.sleep(1.0)
+            out["steady_updates"] = steady_draws
+            out["steady_draws"] = len(srv.events(EventKind.DRAW))
+            out["frames_shown"] = len(cli.stream_frames()) - before
+        out["fatal"] = [str(e) for e in srv.events(EventKind.FATAL)]
+    return out

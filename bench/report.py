@@ -238,6 +238,52 @@ def tls_table(res: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _floor_h264_1080p(res: dict[str, Any]) -> tuple[float, float] | None:
+    """(bytes, ms) of one fresh H.264 1080p pattern frame, from the floor step."""
+    for e in res.get("floor", []):
+        if (e["codec"], e["w"], e["h"], e["content"]) == ("h264", 1920, 1080, "pattern"):
+            return (median(r["bytes"] for r in e["runs"]),
+                    median(r["total_ms"] for r in e["runs"]))
+    return None
+
+
+def net_table(res: dict[str, Any]) -> tuple[str, list[str]]:
+    """The shaped-link table and its target lines."""
+    out = ["| profile | variant | ready, ms | TTFF, ms | TTFF − ready | draw → pixels | "
+           "ratio | frames shown / draws (updates) | net test: latency, bit rate |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    targets: list[str] = []
+    floor = _floor_h264_1080p(res)
+    shown = {}
+    for r in res.get("net", []):
+        ttff, ready, px = r["ttff_ms"], r["ready_ms"], r["draw_px_ms"]
+        after = None if ttff is None else ttff - ready
+        ratio = None if after is None or not px else after / px
+        shown[(r["profile"], r["variant"])] = r["frames_shown"]
+        net = ("–" if r["net_latency_ms"] is None else
+               f"{r['net_latency_ms']:.1f} ms, {r['net_bitrate_bps'] / 1e6:.1f} Mbit/s")
+        out.append(f"| {r['profile']} | {r['variant']} | {_f(ready)} | "
+                   f"{'none' if ttff is None else _f(ttff)} | {_f(after)} | {_f(px)} | "
+                   f"{'–' if ratio is None else f'{ratio:.2f}'} | {r['frames_shown']} / "
+                   f"{r['steady_draws']} ({r['steady_updates']}) | {net} |")
+        if r["variant"] != "patched":
+            continue
+        if ratio is not None:
+            targets.append(f"{r['profile']}: TTFF − ready ≤ {TTFF_RATIO_TARGET} × draw → "
+                           f"pixels: {ratio:.2f} ({'met' if ratio <= TTFF_RATIO_TARGET else 'missed'})")
+        if r["profile"] in ("wan", "poor") and after is not None and floor and r["rate_bps"]:
+            bound = 1.1 * (r["rtt_ms"] + floor[0] * 8e3 / r["rate_bps"] + floor[1])
+            targets.append(f"{r['profile']}: TTFF − ready ≤ 1.1 × (round trip + one frame's "
+                           f"transfer + encode floor) = {bound:.0f} ms: {after:.0f} "
+                           f"({'met' if after <= bound else 'missed'})")
+    for (profile, variant), n in shown.items():
+        if variant == "patched" and (profile, "stock") in shown:
+            s = shown[(profile, "stock")]
+            targets.append(f"{profile}: frames shown, patched ≥ stock: {n} vs {s} "
+                           f"({'met' if n >= s else 'missed'})")
+    return "\n".join(out), targets
+
+
 def repro_table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     """Per reproduction: wall time per variant (median, max over runs)."""
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -354,6 +400,48 @@ def plots(out: str, res: dict[str, Any], rows: list[dict[str, Any]]) -> list[str
         fig.savefig(p, dpi=90)
         plt.close(fig)
         made.append(p)
+    if res.get("net"):
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+        profiles = list(dict.fromkeys(r["profile"] for r in res["net"]))
+        x = np.arange(len(profiles))
+        ax = axes[0]
+        for k, (label, key, col) in enumerate((("TTFF − ready (patched)", "after", "tab:blue"),
+                                               ("draw → pixels (patched)", "draw_px_ms",
+                                                "tab:orange"),
+                                               ("draw → pixels (stock)", "stock_px",
+                                                "tab:red"))):
+            vals = []
+            for name in profiles:
+                pr = next((r for r in res["net"] if r["profile"] == name
+                           and r["variant"] == "patched"), None)
+                st = next((r for r in res["net"] if r["profile"] == name
+                           and r["variant"] == "stock"), None)
+                v = {"after": pr and pr["ttff_ms"] is not None and pr["ttff_ms"] - pr["ready_ms"],
+                     "draw_px_ms": pr and pr["draw_px_ms"],
+                     "stock_px": st and st["draw_px_ms"]}[key]
+                vals.append(v or 0)
+            ax.bar(x + (k - 1) * 0.27, vals, 0.27, label=label, color=col)
+        ax.set_xticks(x, profiles)
+        ax.set_ylabel("ms")
+        ax.set_title("Shaped links: picture after connect, and a draw (1920×1080 h264)",
+                     fontsize=9)
+        ax.legend(fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+        ax = axes[1]
+        for k, (variant, col) in enumerate((("stock", "tab:red"), ("patched", "tab:blue"))):
+            vals = [next((r["frames_shown"] for r in res["net"] if r["profile"] == name
+                          and r["variant"] == variant), 0) for name in profiles]
+            ax.bar(x + (k - 0.5) * 0.35, vals, 0.35, label=variant, color=col)
+        ax.set_xticks(x, profiles)
+        ax.set_ylabel("frames decoded")
+        ax.set_title("QEMU 10.1 mode: guest updating 30/s", fontsize=9)
+        ax.legend(fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        p = os.path.join(out, "net.png")
+        fig.savefig(p, dpi=90)
+        plt.close(fig)
+        made.append(p)
     return made
 
 
@@ -423,6 +511,18 @@ def write(out: str, res: dict[str, Any]) -> str:
                "not show the picture within the window.  Late: a client logged \"stream data "
                "too late\" (spice-gtk drops a late MJPEG frame).  Issue 12's repeated "
                "scenarios in full are tests/test_repeated.py.", ""]
+    if res.get("net"):
+        net_md, net_targets = net_table(res)
+        md += ["## Shaped links: the initial frame, a draw, QEMU 10.1 steady state "
+               "(1920×1080, h264)", "", net_md, "",
+               "Through spice_initial_draw.netshape (asyncio, loopback; profiles: lan none, "
+               "metro 20 ms / 100 Mbit/s, wan 80 ms ± 5 / 20 Mbit/s, poor 200 ms ± 20 / "
+               "5 Mbit/s).  TTFF: idle VM, connect → picture.  Draw → pixels: fresh server, "
+               "client connected first (H.264: the guest draws every 50 ms until shown).  "
+               "Frames shown: stream frames the client decoded while the guest updated 30 "
+               "times a second in QEMU 10.1's remote mode (draws from the refresh tick).  "
+               "Net test: what spice-server measured at connect.", ""]
+        md += [f"- {t}" for t in net_targets] + [""]
     if res.get("tls"):
         md += ["## TTFF over TLS with a password against plain TCP (1920×1080, patched)", "",
                tls_table(res), "",

@@ -41,6 +41,7 @@ import report  # noqa: E402
 from spice_initial_draw.security import Security, make_test_ca  # noqa: E402
 
 CODECS = ("mjpeg", "vp8", "vp9", "h264")
+NET_PROFILES = ("lan", "metro", "wan", "poor")
 IDLE_CASES = ("draw", "connect")
 RESOLUTIONS = ((1280, 720), (1920, 1080), (3840, 2160))
 
@@ -54,7 +55,7 @@ def profile(quick: bool) -> dict[str, Any]:
                     callgrind_draws=10, callgrind_period=0.25, steady_codecs=["mjpeg"],
                     storm_sizes=[1, 4], storm_window=10.0, stock_storm_window=2.0,
                     repro_runs=1, idle_window=5.0, repeat_runs=5, stock_repeat_runs=1,
-                    tls_runs=2)
+                    tls_runs=2, net_steady_draws=90)
     return dict(resolutions=list(RESOLUTIONS), codecs=list(CODECS),
                 contents=["pattern", "noise"], runs={"pattern": 5, "noise": 3},
                 stock_runs=2, stock_window=5.0, window=10.0,
@@ -62,7 +63,7 @@ def profile(quick: bool) -> dict[str, Any]:
                 callgrind_draws=40, callgrind_period=0.25, steady_codecs=["mjpeg", "h264"],
                 storm_sizes=[1, 4, 16], storm_window=20.0, stock_storm_window=5.0,
                 repro_runs=3, idle_window=10.0, repeat_runs=20, stock_repeat_runs=3,
-                tls_runs=5)
+                tls_runs=5, net_steady_draws=300)
 
 
 class Progress:
@@ -90,8 +91,9 @@ def main() -> int:
     ap.add_argument("--output", required=True)
     ap.add_argument("--quick", action="store_true",
                     help="few runs, 1920x1080 only, storms of 1 and 4 (a smoke check)")
-    ap.add_argument("--only", default="ttff,floor,steady,idle,repeat,tls,storm,repro",
-                    help="comma-separated subset of ttff,floor,steady,idle,repeat,tls,storm,repro")
+    ap.add_argument("--only", default="ttff,floor,steady,idle,repeat,tls,net,storm,repro",
+                    help="comma-separated subset of "
+                         "ttff,floor,steady,idle,repeat,tls,net,storm,repro")
     ap.add_argument("--codecs", help="comma-separated subset of " + ",".join(CODECS))
     ap.add_argument("--no-callgrind", action="store_true")
     args = ap.parse_args()
@@ -125,6 +127,8 @@ def main() -> int:
         n_steps += len(P["codecs"]) * 2
     if "tls" in only:
         n_steps += len(P["codecs"]) * 2
+    if "net" in only:
+        n_steps += len(NET_PROFILES) * 2
     if "storm" in only:
         n_steps += len(P["storm_sizes"]) * 2 * 2
     if "repro" in only:
@@ -138,7 +142,8 @@ def main() -> int:
         machine=dict(cpus=os.cpu_count(), platform=platform.platform(),
                      cpu=_cpu_model(), loadavg_start=os.getloadavg()),
         command="./run bench" + (" --quick" if args.quick else ""),
-        ttff=[], ref=[], floor=[], steady=[], idle=[], repeat=[], tls=[], storm=[], repro=[],
+        ttff=[], ref=[], floor=[], steady=[], idle=[], repeat=[], tls=[], net=[], storm=[],
+        repro=[],
         errors=[])
     try:
         import spice_initial_draw
@@ -302,6 +307,20 @@ def main() -> int:
                 prog.step(f"ttff {transport} patched {codec} 1920x1080",
                           f"{len(got)}/{len(rr)} shown, TTFF median "
                           f"{fmt_ms(report.median(got) if got else None)}")
+        _save(args.output, results)
+
+    # 3e. shaped links: TTFF, draw -> pixels, QEMU 10.1 steady state ---------------
+    if "net" in only:
+        for name in NET_PROFILES:
+            for variant in ("stock", "patched"):
+                r = guarded(f"net {variant} {name}", measure.net_run, variant, name,
+                            steady_draws=P["net_steady_draws"])
+                if r:
+                    results["net"].append(r)
+                    prog.step(f"net {variant:7s} {name:5s} h264 1920x1080",
+                              f"TTFF {fmt_ms(r['ttff_ms'])} (ready {fmt_ms(r['ready_ms'])}), "
+                              f"draw->pixels {fmt_ms(r['draw_px_ms'])}, "
+                              f"{r['frames_shown']} frames of {r['steady_draws']} draws")
         _save(args.output, results)
 
     # 4. connect storm -------------------------------------------------------------

@@ -242,6 +242,7 @@ void sid_display_init(sid_display *d, sid_server *srv, int id)
 
 void sid_display_cleanup(sid_display *d)
 {
+    sid_refresh_stop(d);
     if (d->warn_timer) {
         g_source_destroy(d->warn_timer);
         g_source_unref(d->warn_timer);
@@ -281,6 +282,8 @@ static void do_scanout(void *p)
                               a->fourcc, a->modifier, a->y0_top);
     }
     d->have_scanout = 1;
+    d->width = a->width;
+    d->height = a->height;
 }
 
 int sid_display_do_scanout(sid_display *d, const int *fds, uint32_t width,
@@ -414,6 +417,8 @@ static void do_scanout_raw(void *p)
     }
     /* QEMU believes it has a scanout whatever spice made of it, and draws */
     d->have_scanout = 1;
+    d->width = a->width;
+    d->height = a->height;
 }
 
 void sid_display_do_scanout_raw(sid_display *d, int use_scanout2,

@@ -76,9 +76,16 @@ typedef struct sid_display {
     uint8_t *rewrite;           /* armed rewrite at completion, or NULL */
     size_t rewrite_len;
     int rewrite_fd;             /* the current scanout's memfd while armed */
+    uint32_t width, height;     /* of the current scanout (QEMU's surface) */
+    unsigned gl_updates;        /* guest updates since the last refresh draw */
+    GSource *refresh_timer;     /* QEMU 10.1 remote mode: the refresh tick */
 } sid_display;
 
 void sid_display_init(sid_display *d, struct sid_server *srv, int id);
+/* sid_refresh.c: QEMU 10.1's remote GL mode, on the core thread */
+void sid_refresh_start(sid_display *d, int max_refresh_rate);
+void sid_refresh_stop(sid_display *d);
+void sid_refresh_update(sid_display *d);
 void sid_display_cleanup(sid_display *d);
 extern const QXLInterface sid_qxl_interface;
 /* called from any thread; marshal onto the core thread */

@@ -163,6 +163,9 @@ static void do_start(void *p)
 static void do_stop(void *p)
 {
     sid_server *srv = p;
+    for (int i = 0; i < srv->n_displays; i++) {
+        sid_refresh_stop(&srv->displays[i]);
+    }
     if (srv->spice) {
         spice_server_vm_stop(srv->spice);
         spice_server_destroy(srv->spice);
@@ -515,6 +518,52 @@ int sid_display_wait_draw(sid_server *srv, int display, uint64_t cookie,
     }
     g_mutex_unlock(&srv->lock);
     return ret;
+}
+
+typedef struct {
+    sid_server *srv;
+    int rate;
+} refresh_args;
+
+static void do_set_refresh_rate(void *p)
+{
+    refresh_args *a = p;
+    for (int i = 0; i < a->srv->n_displays; i++) {
+        if (a->rate > 0) {
+            sid_refresh_start(&a->srv->displays[i], a->rate);
+        } else {
+            sid_refresh_stop(&a->srv->displays[i]);
+        }
+    }
+}
+
+int sid_server_set_refresh_rate(sid_server *srv, int max_refresh_rate,
+                                char *err, size_t errlen)
+{
+    /* QEMU: "max refresh rate/fps is invalid" for <= 0; 0 here stops */
+    if (!srv || max_refresh_rate < 0 || max_refresh_rate > 1000) {
+        sid_set_err(err, errlen, "max refresh rate %d: use 1..1000 per second, "
+                    "or 0 to stop", max_refresh_rate);
+        return SID_ERR_ARG;
+    }
+    refresh_args a = { .srv = srv, .rate = max_refresh_rate };
+    sid_core_call(&srv->core, do_set_refresh_rate, &a);
+    return SID_OK;
+}
+
+static void do_update(void *p)
+{
+    sid_refresh_update(p);
+}
+
+int sid_display_update(sid_server *srv, int display, char *err, size_t errlen)
+{
+    sid_display *d = get_display(srv, display, err, errlen);
+    if (!d) {
+        return SID_ERR_ARG;
+    }
+    sid_core_call(&srv->core, do_update, d);
+    return SID_OK;
 }
 
 int sid_display_draw_pending(sid_server *srv, int display)

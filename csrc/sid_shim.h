@@ -96,6 +96,14 @@ sid_server *sid_server_new_secure(const char *codecs, int n_displays,
  * QEMU's main loop.  password NULL: no ticket is valid any more. */
 int sid_server_set_ticket(sid_server *srv, const char *password, int lifetime,
                           char *err, size_t errlen);
+/* QEMU 10.1's remote GL mode (sid_refresh.c): from now on each display
+ * draws only from its refresh tick, max_refresh_rate times a second, when
+ * the guest updated it (sid_display_update()); 0 stops the ticks. */
+int sid_server_set_refresh_rate(sid_server *srv, int max_refresh_rate,
+                                char *err, size_t errlen);
+/* spice_gl_update(): the guest updated the display (QEMU counts updates;
+ * the next refresh tick draws the whole surface). */
+int sid_display_update(sid_server *srv, int display, char *err, size_t errlen);
 /* Stop the server and free everything (closes the listening socket). */
 void sid_server_free(sid_server *srv);
 int sid_server_port(sid_server *srv);

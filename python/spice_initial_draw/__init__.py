@@ -19,10 +19,10 @@ from .errors import (ClientError, DrawBusy, DrawTimeout, NoScanout,
 from .events import Event, EventKind
 from .frames import Frame
 from .info import build_info, loaded_library, spice_server_version
-from .server import Display, DrawHandle, Server
+from .server import QEMU_10_1_REMOTE, QEMU_DIRECT, Display, DrawHandle, Server
 
 __all__ = [
-    "Client", "ClientError", "ClientEvent", "Display", "DrawBusy",
+    "QEMU_10_1_REMOTE", "QEMU_DIRECT", "Client", "ClientError", "ClientEvent", "Display", "DrawBusy",
     "DrawHandle", "DrawTimeout", "Event", "EventKind", "Frame", "NoScanout",
     "Server", "ServerCrashed", "ShimError", "SidError", "VariantError",
     "build_info", "loaded_library", "patterns", "spice_server_version",

@@ -33,8 +33,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="leave the patched server running for remote-viewer")
     d.add_argument("--output", default="demo-output",
                    help="directory for the PNG files (default demo-output)")
-    d.add_argument("--codec", default="mjpeg",
-                   choices=["mjpeg", "vp8", "vp9", "h264"])
+    d.add_argument("--codec", default=None, choices=["mjpeg", "vp8", "vp9", "h264"],
+                   help="default: the QEMU mode's (h264 for 10.1-remote, mjpeg for direct)")
+    d.add_argument("--qemu", default="10.1-remote", choices=["10.1-remote", "direct"],
+                   help="how the shim plays QEMU: 10.1's remote GL mode (draws from "
+                        "the refresh tick; the default) or a draw per guest frame")
     d.add_argument("--window", type=float, default=5.0,
                    help="seconds to wait for a first frame (default 5)")
     d.add_argument("--tls-password", metavar="PASSWORD",
@@ -45,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "info":
         return cmd_info()
     from . import demo
-    return demo.main(args.serve, args.output, args.codec, args.window, args.tls_password)
+    return demo.main(args.serve, args.output, args.codec, args.window, args.tls_password,
+                     args.qemu)
 
 
 if __name__ == "__main__":

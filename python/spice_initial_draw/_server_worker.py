@@ -69,6 +69,14 @@ class Handlers:
             raise RuntimeError(f"SPICE|start: {self._error()}")
         return int(self.lib.sid_server_port(self.srv))
 
+    def rpc_set_refresh_rate(self, rate: int) -> None:
+        self._check(self.lib.sid_server_set_refresh_rate(self.srv, rate, self.err,
+                                                         len(self.err)), "set_refresh_rate")
+
+    def rpc_update(self, display: int) -> None:
+        self._check(self.lib.sid_display_update(self.srv, display, self.err,
+                                                len(self.err)), "update")
+
     def rpc_tls_port(self) -> int:
         return int(self.lib.sid_server_tls_port(self.srv))
 

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from . import patterns
 from .client import Client
 from .errors import SidError
+from .events import EventKind
 from .security import Security, make_test_ca
-from .server import Server
+from .server import QEMU_10_1_REMOTE, Server
 
 
 @dataclass
@@ -31,15 +32,25 @@ class DemoResult:
         return f"{head} first frame {self.first_frame_s * 1000:.0f} ms after connect"
 
 
-def idle_vm_server(variant: str, codec: str,
-                   security: Security | None = None) -> Server:
+def idle_vm_server(variant: str, codec: str, security: Security | None = None,
+                   qemu: str = QEMU_10_1_REMOTE) -> Server:
     """A server whose guest drew once, before any client: scanout of the
-    1920x1080 quadrant pattern + one draw, completed, then nothing."""
-    srv = Server(codecs=f"gstreamer:{codec}", variant=variant, security=security)
+    1920x1080 quadrant pattern + one draw, completed, then nothing.  In
+    QEMU 10.1's remote mode the guest's update is drawn by the refresh tick."""
+    srv = Server(codecs=f"gstreamer:{codec}", variant=variant, security=security,
+                 qemu=qemu)
     try:
         d = srv.display(0)
         d.scanout(patterns.quadrants(1920, 1080))
-        d.draw().wait(10)
+        if qemu == QEMU_10_1_REMOTE:
+            d.update()
+            deadline = time.monotonic() + 10
+            while not srv.events(EventKind.DRAW_DONE):
+                if time.monotonic() > deadline:
+                    raise SidError("the refresh tick's draw did not complete in 10 s")
+                time.sleep(0.02)
+        else:
+            d.draw().wait(10)
     except BaseException:
         srv.close()
         raise
@@ -47,10 +58,10 @@ def idle_vm_server(variant: str, codec: str,
 
 
 def run_one(variant: str, codec: str, window: float, output: str,
-            keep: bool = False,
-            security: Security | None = None) -> tuple[DemoResult, Server | None]:
+            keep: bool = False, security: Security | None = None,
+            qemu: str = QEMU_10_1_REMOTE) -> tuple[DemoResult, Server | None]:
     try:
-        srv = idle_vm_server(variant, codec, security)
+        srv = idle_vm_server(variant, codec, security, qemu)
     except SidError as e:
         return DemoResult(variant, codec, None, window, None, str(e)), None
     png = None
@@ -79,10 +90,18 @@ def run_one(variant: str, codec: str, window: float, output: str,
     return result, None
 
 
-def main(serve: bool, output: str, codec: str = "mjpeg",
-         window: float = 5.0, password: str | None = None) -> int:
+def main(serve: bool, output: str, codec: str | None = None,
+         window: float = 5.0, password: str | None = None,
+         qemu: str = QEMU_10_1_REMOTE) -> int:
     """password: serve on a TLS port only, with that password and a
-    certificate from a throw-away CA made in OUTPUT/x509."""
+    certificate from a throw-away CA made in OUTPUT/x509.  codec None: the
+    mode's (QEMU 10.1 remote: h264; direct: mjpeg)."""
+    if codec is None:
+        codec = "h264" if qemu == QEMU_10_1_REMOTE else "mjpeg"
+    mode = ("QEMU 10.1's remote GL mode (draws from the 30/s refresh tick, "
+            "gstreamer:h264 by default)" if qemu == QEMU_10_1_REMOTE
+            else "a draw per guest frame (QEMU before 10.1)")
+    print(f"the shim plays {mode}")
     print("idle VM: scanout + draw of a 1920x1080 test pattern before any "
           "client connects, nothing after")
     security = None
@@ -93,7 +112,8 @@ def main(serve: bool, output: str, codec: str = "mjpeg",
     kept = None
     for variant in ("stock", "patched"):
         result, srv = run_one(variant, codec, window, output,
-                              keep=serve and variant == "patched", security=security)
+                              keep=serve and variant == "patched", security=security,
+                              qemu=qemu)
         print(result.line() + (f"  -> {result.png}" if result.png else ""),
               flush=True)
         kept = srv or kept

@@ -17,6 +17,10 @@ from .security import Security
 PATTERNS = {"quadrants": quadrants, "bars": bars}
 
 HOST = "127.0.0.1"
+# how the shim plays QEMU: a draw per Display.draw() call, or QEMU 10.1's
+# remote GL mode (Display.update() counts, the refresh tick draws)
+QEMU_DIRECT = "direct"
+QEMU_10_1_REMOTE = "10.1-remote"
 
 
 class Server:
@@ -24,6 +28,12 @@ class Server:
 
     Server(codecs="gstreamer:mjpeg", variant="patched", displays=1)
     The first usable codec must be a gstreamer:* one (the DMA-BUF path).
+    qemu: QEMU_DIRECT (default: Display.draw() issues a draw, as QEMU
+    before 10.1 with gl=on) or QEMU_10_1_REMOTE (QEMU 10.1's remote GL
+    mode: Display.update() counts guest updates and a refresh tick, every
+    1000 / max_refresh_rate ms, draws the whole surface when updates are
+    pending and no draw is outstanding; codecs default to gstreamer:h264,
+    as QEMU sets them).
     unix_path: listen on that unix socket only, no TCP port (QEMU's
     -spice unix=on,addr=PATH, which gl=on needs); local GL clients
     (Client(..., unix_path=..., gl=True)) get the scanout itself.
@@ -33,13 +43,20 @@ class Server:
     ["valgrind", "--tool=callgrind", ...] for the benchmarks).
     """
 
-    def __init__(self, codecs: str = "gstreamer:mjpeg",
+    def __init__(self, codecs: str | None = None,
                  variant: str = "patched", displays: int = 1,
                  env: dict[str, str] | None = None,
                  command_prefix: list[str] | None = None,
                  unix_path: str | None = None,
-                 security: Security | None = None) -> None:
+                 security: Security | None = None,
+                 qemu: str = QEMU_DIRECT, max_refresh_rate: int = 30) -> None:
+        if qemu not in (QEMU_DIRECT, QEMU_10_1_REMOTE):
+            raise ValueError(f"qemu={qemu!r}: use {QEMU_DIRECT!r} (a draw per call) or "
+                             f"{QEMU_10_1_REMOTE!r} (draws from the refresh tick)")
+        if codecs is None:   # QEMU 10.1 sets gstreamer:h264 in remote GL mode
+            codecs = "gstreamer:h264" if qemu == QEMU_10_1_REMOTE else "gstreamer:mjpeg"
         self.codecs = codecs
+        self.qemu = qemu
         self.unix_path = unix_path
         self.variant = variant
         self.n_displays = displays
@@ -61,6 +78,9 @@ class Server:
             self.port: int = self._call("start", codecs, displays)
         else:   # QEMU's -spice unix=on,addr=PATH (gl=on): no TCP port
             self.port = self._call("start", codecs, displays, unix_path)
+        self.max_refresh_rate = max_refresh_rate
+        if qemu == QEMU_10_1_REMOTE:
+            self._call("set_refresh_rate", max_refresh_rate)
 
     # -- plumbing ---------------------------------------------------------
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -362,6 +382,13 @@ class Display:
         t = time.monotonic()
         cookie = self.server._call("draw", self.index, x, y, w, h)
         return DrawHandle(self.server, self.index, cookie, t)
+
+    def update(self) -> None:
+        """QEMU 10.1 remote mode: the guest updated its display
+        (spice_gl_update); the next refresh tick draws it, once, whatever
+        the number of updates since the last tick.  Wait for that draw with
+        server.events(EventKind.DRAW)."""
+        self.server._call("update", self.index)
 
     def draw_pending(self) -> bool:
         return bool(self.server._call("draw_pending", self.index))

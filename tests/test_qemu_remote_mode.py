@@ -1,0 +1,84 @@
+"""The shim's QEMU 10.1 remote GL mode (issue 15): guest updates are
+counted, the refresh tick draws at most once per 1000 / max-refresh-rate ms,
+only when updates are pending and no draw is outstanding, and never on
+connect or while idle; gstreamer:h264 is the default codec."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from conftest import FRAME_TIMEOUT
+from helpers import wait_shows
+from spice_initial_draw import QEMU_10_1_REMOTE, Client, EventKind, patterns
+
+W, H = 1280, 720
+
+
+def draws(srv):
+    return srv.events(EventKind.DRAW)
+
+
+def wait_draws(srv, n, timeout=FRAME_TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while len(draws(srv)) < n:
+        assert time.monotonic() < deadline, f"{len(draws(srv))} draws, expected {n}"
+        time.sleep(0.01)
+
+
+def test_default_codec_is_h264(make_server):
+    srv = make_server(qemu=QEMU_10_1_REMOTE)
+    assert srv.codecs == "gstreamer:h264"
+
+
+def test_updates_within_a_tick_make_one_draw(make_server, variant):
+    srv = make_server(qemu=QEMU_10_1_REMOTE, variant=variant, max_refresh_rate=5)
+    d = srv.display(0)
+    d.scanout(patterns.quadrants(W, H))
+    time.sleep(0.5)
+    assert not draws(srv), "a draw without a guest update"
+    for _ in range(10):
+        d.update()
+    wait_draws(srv, 1)
+    time.sleep(0.6)   # three ticks at 5 per second
+    assert len(draws(srv)) == 1, [str(e) for e in draws(srv)]
+    done = srv.events(EventKind.DRAW_DONE)
+    assert len(done) == 1 and done[0].cookie == draws(srv)[0].cookie
+
+
+@pytest.mark.parametrize("rate", [10, 30])
+def test_draws_at_most_max_refresh_rate(make_server, make_client, variant, rate):
+    """Updates every 5 ms for 2 s, a client connected: no more draws than
+    ticks, each completed before the next."""
+    srv = make_server(qemu=QEMU_10_1_REMOTE, variant=variant, max_refresh_rate=rate)
+    d = srv.display(0)
+    d.scanout(patterns.quadrants(W, H))
+    cli = make_client(srv)
+    cli.wait_ready()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 2.0:
+        d.update()
+        time.sleep(0.005)
+    time.sleep(0.5)
+    n = len(draws(srv))
+    assert 1 <= n <= 2.0 * rate + 2, f"{n} draws in 2 s at max-refresh-rate {rate}"
+    t = [e.t_ns for e in draws(srv)]
+    assert all(b - a >= 0.8e9 / rate for a, b in zip(t, t[1:])), "two draws within a tick"
+    assert len(srv.events(EventKind.DRAW_DONE)) == n
+    assert not srv.fatal_errors()
+
+
+def test_idle_vm_gets_no_draw_on_connect_and_patched_shows_it(make_server, variant):
+    srv = make_server(qemu=QEMU_10_1_REMOTE, variant=variant)
+    d = srv.display(0)
+    image = patterns.quadrants(W, H)
+    d.scanout(image)
+    d.update()
+    wait_draws(srv, 1)
+    with Client.for_server(srv) as cli:   # h264
+        cli.wait_ready()
+        if variant == "patched":
+            wait_shows(cli, image, FRAME_TIMEOUT)
+        else:
+            assert cli.no_frame_within(3.0)
+        assert len(draws(srv)) == 1, "QEMU 10.1 does not draw on connect"
