@@ -471,10 +471,6 @@ def _callgrind_total(path: str) -> int:
 NET_TEST = re.compile(r"net test: latency ([\d.]+) ms, bitrate (\d+) bps")
 
 
-def _shaped_client(srv: Server, proxy: ShapingProxy, codec: str) -> Client:
-    return Client("127.0.0.1", proxy.port, codec)
-
-
 def net_run(variant: str, profile: str, codec: str = "h264", w: int = 1920,
             h: int = 1080, window: float = 15.0, steady_draws: int = 300) -> dict[str, Any]:
     """Through a shaped link (netshape.PROFILES[profile]): TTFF on an idle
@@ -492,7 +488,7 @@ def net_run(variant: str, profile: str, codec: str = "h264", w: int = 1920,
         d.scanout(img)
         d.draw().wait(15)
         time.sleep(0.1)
-        with ShapingProxy(prof, srv.port) as proxy, _shaped_client(srv, proxy, codec) as cli:
+        with ShapingProxy(prof, srv.port) as proxy, Client("127.0.0.1", proxy.port, codec) as cli:
             t_conn = int(cli.t_connect * 1e9)
             out["ready_ms"] = (cli.wait_ready(30).t_ns - t_conn) / 1e6
             vis = wait_visible(cli, img, t_conn, window if variant == "patched" else 5.0)
@@ -502,7 +498,7 @@ def net_run(variant: str, profile: str, codec: str = "h264", w: int = 1920,
             out["net_bitrate_bps"] = int(m.group(2)) if m else None
     with Server(codecs=f"gstreamer:{codec}", variant=variant) as srv:
         d = srv.display(0)
-        with ShapingProxy(prof, srv.port) as proxy, _shaped_client(srv, proxy, codec) as cli:
+        with ShapingProxy(prof, srv.port) as proxy, Client("127.0.0.1", proxy.port, codec) as cli:
             cli.wait_ready(30)
             time.sleep(0.5)
             img2 = make_image("pattern", w, h, alt=1)
@@ -512,7 +508,7 @@ def net_run(variant: str, profile: str, codec: str = "h264", w: int = 1920,
     with Server(codecs=f"gstreamer:{codec}", variant=variant, qemu=QEMU_10_1_REMOTE) as srv:
         d = srv.display(0)
         d.scanout(img)
-        with ShapingProxy(prof, srv.port) as proxy, _shaped_client(srv, proxy, codec) as cli:
+        with ShapingProxy(prof, srv.port) as proxy, Client("127.0.0.1", proxy.port, codec) as cli:
             cli.wait_ready(30)
             time.sleep(0.5)
             before = len(cli.stream_frames())

@@ -14,15 +14,10 @@
 static gboolean refresh_tick(gpointer opaque)
 {
     sid_display *d = opaque;
-    sid_server *srv = d->srv;
 
-    g_mutex_lock(&srv->lock);
-    int blocked = d->pending_cookie != 0;
-    g_mutex_unlock(&srv->lock);
-    if (!d->have_scanout || blocked || d->gl_updates == 0) {
-        return G_SOURCE_CONTINUE;
-    }
-    if (sid_display_do_draw(d, 0, 0, d->width, d->height, NULL) == SID_OK) {
+    /* a draw outstanding (blocked) or no scanout: the updates wait */
+    if (d->gl_updates &&
+        sid_display_do_draw(d, 0, 0, d->width, d->height, NULL) == SID_OK) {
         d->gl_updates = 0;
     }
     return G_SOURCE_CONTINUE;

@@ -173,37 +173,6 @@ static void do_stop(void *p)
     }
 }
 
-sid_server *sid_server_new(const char *codecs, int n_displays,
-                           char *err, size_t errlen)
-{
-    return sid_server_new_unix(codecs, n_displays, NULL, err, errlen);
-}
-
-static sid_server *server_new(const char *codecs, int n_displays,
-                              const char *unix_path, const sid_security *sec,
-                              char *err, size_t errlen);
-
-sid_server *sid_server_new_unix(const char *codecs, int n_displays,
-                                const char *unix_path,
-                                char *err, size_t errlen)
-{
-    return server_new(codecs, n_displays, unix_path, NULL, err, errlen);
-}
-
-sid_server *sid_server_new_secure(const char *codecs, int n_displays,
-                                  const sid_security *sec,
-                                  char *err, size_t errlen)
-{
-    if (sec && sec->ca_file && (!sec->cert_file || !sec->key_file)) {
-        sid_set_err(err, errlen, "a TLS port needs a CA, a certificate and a key"
-                    " (got CA %s, certificate %s, key %s)", sec->ca_file,
-                    sec->cert_file ? sec->cert_file : "(none)",
-                    sec->key_file ? sec->key_file : "(none)");
-        return NULL;
-    }
-    return server_new(codecs, n_displays, NULL, sec, err, errlen);
-}
-
 static sid_server *server_new(const char *codecs, int n_displays,
                               const char *unix_path, const sid_security *sec,
                               char *err, size_t errlen)
@@ -255,6 +224,33 @@ static sid_server *server_new(const char *codecs, int n_displays,
                     sec && sec->password ? ", ticket" : ", no auth");
     }
     return srv;
+}
+
+sid_server *sid_server_new(const char *codecs, int n_displays,
+                           char *err, size_t errlen)
+{
+    return sid_server_new_unix(codecs, n_displays, NULL, err, errlen);
+}
+
+sid_server *sid_server_new_unix(const char *codecs, int n_displays,
+                                const char *unix_path,
+                                char *err, size_t errlen)
+{
+    return server_new(codecs, n_displays, unix_path, NULL, err, errlen);
+}
+
+sid_server *sid_server_new_secure(const char *codecs, int n_displays,
+                                  const sid_security *sec,
+                                  char *err, size_t errlen)
+{
+    if (sec && sec->ca_file && (!sec->cert_file || !sec->key_file)) {
+        sid_set_err(err, errlen, "a TLS port needs a CA, a certificate and a key"
+                    " (got CA %s, certificate %s, key %s)", sec->ca_file,
+                    sec->cert_file ? sec->cert_file : "(none)",
+                    sec->key_file ? sec->key_file : "(none)");
+        return NULL;
+    }
+    return server_new(codecs, n_displays, NULL, sec, err, errlen);
 }
 
 void sid_server_free(sid_server *srv)

@@ -19,13 +19,6 @@ def draws(srv):
     return srv.events(EventKind.DRAW)
 
 
-def wait_draws(srv, n, timeout=FRAME_TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while len(draws(srv)) < n:
-        assert time.monotonic() < deadline, f"{len(draws(srv))} draws, expected {n}"
-        time.sleep(0.01)
-
-
 def test_default_codec_is_h264(make_server):
     srv = make_server(qemu=QEMU_10_1_REMOTE)
     assert srv.codecs == "gstreamer:h264"
@@ -39,7 +32,7 @@ def test_updates_within_a_tick_make_one_draw(make_server, variant):
     assert not draws(srv), "a draw without a guest update"
     for _ in range(10):
         d.update()
-    wait_draws(srv, 1)
+    d.wait_draw(1, FRAME_TIMEOUT)
     time.sleep(0.6)   # three ticks at 5 per second
     assert len(draws(srv)) == 1, [str(e) for e in draws(srv)]
     done = srv.events(EventKind.DRAW_DONE)
@@ -74,7 +67,7 @@ def test_idle_vm_gets_no_draw_on_connect_and_patched_shows_it(make_server, varia
     image = patterns.quadrants(W, H)
     d.scanout(image)
     d.update()
-    wait_draws(srv, 1)
+    d.wait_draw(1, FRAME_TIMEOUT)
     with Client.for_server(srv) as cli:   # h264
         cli.wait_ready()
         if variant == "patched":

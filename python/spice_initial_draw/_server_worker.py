@@ -50,12 +50,12 @@ class Handlers:
         if security is not None:
             sec = self.ffi.new("sid_security *")
             keep = []   # the strings live as long as the call
-            for name in ("ca_file", "cert_file", "key_file", "ciphers", "password"):
-                if security.get(name) is not None:
-                    keep.append(self.ffi.new("char[]", str(security[name]).encode()))
-                    setattr(sec, name, keep[-1])
-            sec.plain_port = int(bool(security.get("plain_port", True)))
-            sec.ticket_lifetime = int(security.get("ticket_lifetime", 0))
+            for name, value in security.items():   # sid_security's fields
+                if isinstance(value, str):
+                    keep.append(self.ffi.new("char[]", value.encode()))
+                    value = keep[-1]
+                if value is not None:
+                    setattr(sec, name, value)
             self.srv = self.lib.sid_server_new_secure(codecs.encode(), displays, sec,
                                                       self.err, len(self.err))
         elif unix_path is None:

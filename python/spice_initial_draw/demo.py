@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from . import patterns
 from .client import Client
 from .errors import SidError
-from .events import EventKind
 from .security import Security, make_test_ca
 from .server import QEMU_10_1_REMOTE, Server
 
@@ -44,11 +43,7 @@ def idle_vm_server(variant: str, codec: str, security: Security | None = None,
         d.scanout(patterns.quadrants(1920, 1080))
         if qemu == QEMU_10_1_REMOTE:
             d.update()
-            deadline = time.monotonic() + 10
-            while not srv.events(EventKind.DRAW_DONE):
-                if time.monotonic() > deadline:
-                    raise SidError("the refresh tick's draw did not complete in 10 s")
-                time.sleep(0.02)
+            d.wait_draw(1, 10).wait(10)
         else:
             d.draw().wait(10)
     except BaseException:

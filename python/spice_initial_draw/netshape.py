@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-import time
 from dataclasses import dataclass
 
 CHUNK = 16384
@@ -52,7 +51,7 @@ class _Direction:
         p = self.profile
         start = max(now, self.tx_free_at)
         self.tx_free_at = start + (size * 8 / p.rate_bps if p.rate_bps else 0.0)
-        one_way = p.rtt_ms / 2e3 + self.rng.uniform(-p.jitter_ms, p.jitter_ms) / 4e3
+        one_way = p.rtt_ms / 2e3 + self.rng.uniform(-p.jitter_ms, p.jitter_ms) / 2e3
         self.last_delivery = max(self.last_delivery, self.tx_free_at + one_way)
         return self.last_delivery
 
@@ -171,82 +170,3 @@ class ShapingProxy:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def measure(proxy: ShapingProxy, seconds: float = 2.0) -> dict[str, float]:
-    """Round trip (median of 20 pings of 1 byte) and each direction's
-    throughput over `seconds`, through `proxy` whose upstream must be an
-    echo_server()."""
-    import socket
-    import statistics
-
-    rtts = []
-    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        for _ in range(20):
-            t = time.monotonic()
-            s.sendall(b"x")
-            s.recv(1)
-            rtts.append(time.monotonic() - t)
-        # throughput: send for `seconds` while reading the echo back
-        got = 0
-        stop = time.monotonic() + seconds
-        sender_done = threading.Event()
-
-        def send() -> None:
-            chunk = b"y" * CHUNK
-            while time.monotonic() < stop:
-                s.sendall(chunk)
-            sender_done.set()
-
-        th = threading.Thread(target=send, daemon=True)
-        first = None
-        th.start()
-        while not sender_done.is_set() or got == 0:
-            data = s.recv(1 << 20)
-            if not data:
-                break
-            now = time.monotonic()
-            if first is None:
-                first, got = now, 0
-            else:
-                got += len(data)
-            if now > stop:
-                break
-        last = time.monotonic()
-        th.join(10)
-    return {"rtt_ms": statistics.median(rtts) * 1e3,
-            "throughput_bps": got * 8 / (last - first) if first and last > first else 0.0}
-
-
-class EchoServer:
-    """127.0.0.1 echo server on a free port, in a thread (for measure())."""
-
-    def __init__(self) -> None:
-        import socket
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(4)
-        self.port = self._sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _echo(conn: "object") -> None:
-        import socket
-        assert isinstance(conn, socket.socket)
-        with conn:
-            try:
-                while data := conn.recv(1 << 16):
-                    conn.sendall(data)
-            except OSError:   # the peer went away mid-stream
-                pass
-
-    def close(self) -> None:
-        self._sock.close()

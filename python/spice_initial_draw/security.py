@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from .errors import ShimError
 
@@ -31,11 +31,9 @@ class Security:
     ciphers: str | None = None       # tls-ciphers=; None: spice's default
 
     def as_args(self) -> dict[str, object]:
-        return {"ca_file": self.tls.ca_file if self.tls else None,
-                "cert_file": self.tls.cert_file if self.tls else None,
-                "key_file": self.tls.key_file if self.tls else None,
-                "ciphers": self.ciphers, "password": self.password,
-                "ticket_lifetime": self.ticket_lifetime,
+        """The fields of the shim's sid_security (csrc/sid_shim.h)."""
+        return {**(asdict(self.tls) if self.tls else {}), "ciphers": self.ciphers,
+                "password": self.password, "ticket_lifetime": self.ticket_lifetime,
                 "plain_port": self.plain_port}
 
 

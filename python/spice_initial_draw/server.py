@@ -53,6 +53,8 @@ class Server:
         if qemu not in (QEMU_DIRECT, QEMU_10_1_REMOTE):
             raise ValueError(f"qemu={qemu!r}: use {QEMU_DIRECT!r} (a draw per call) or "
                              f"{QEMU_10_1_REMOTE!r} (draws from the refresh tick)")
+        if security is not None and unix_path is not None:
+            raise ValueError("security applies to TCP ports, not to unix_path")
         if codecs is None:   # QEMU 10.1 sets gstreamer:h264 in remote GL mode
             codecs = "gstreamer:h264" if qemu == QEMU_10_1_REMOTE else "gstreamer:mjpeg"
         self.codecs = codecs
@@ -70,8 +72,6 @@ class Server:
         self.security = security
         self.tls_port = 0
         if security is not None:
-            if unix_path is not None:
-                raise ValueError("security applies to TCP ports, not to unix_path")
             self.port = self._call("start", codecs, displays, None, security.as_args())
             self.tls_port = self._call("tls_port")
         elif unix_path is None:
@@ -386,9 +386,23 @@ class Display:
     def update(self) -> None:
         """QEMU 10.1 remote mode: the guest updated its display
         (spice_gl_update); the next refresh tick draws it, once, whatever
-        the number of updates since the last tick.  Wait for that draw with
-        server.events(EventKind.DRAW)."""
+        the number of updates since the last tick (wait_draw())."""
         self.server._call("update", self.index)
+
+    def wait_draw(self, count: int = 1, timeout: float = 10.0) -> DrawHandle:
+        """The count-th draw of this display (in QEMU 10.1 remote mode, the
+        refresh tick's), once issued; its wait() waits for the completion."""
+        deadline = time.monotonic() + timeout
+        while True:
+            draws = [e for e in self.server.events(EventKind.DRAW) if e.display == self.index]
+            if len(draws) >= count:
+                e = draws[count - 1]
+                return DrawHandle(self.server, self.index, e.cookie, e.t_ns / 1e9)
+            if time.monotonic() > deadline:
+                raise DrawTimeout(f"display {self.index}: {len(draws)} draw(s) within "
+                                  f"{timeout} s, waited for draw {count} (no guest update, "
+                                  "or not in QEMU 10.1 remote mode?)")
+            time.sleep(0.01)
 
     def draw_pending(self) -> bool:
         return bool(self.server._call("draw_pending", self.index))
