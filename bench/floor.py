@@ -25,8 +25,8 @@ import os
 import sys
 import time
 
-import numpy as np
 import gi
+import numpy as np
 
 gi.require_version("Gst", "1.0")
 gi.require_version("GstApp", "1.0")

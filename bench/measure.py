@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -22,7 +21,6 @@ from typing import Any, Callable
 import numpy as np
 
 from spice_initial_draw import Client, Server, patterns
-from spice_initial_draw import _rpc
 from spice_initial_draw.events import EventKind
 from spice_initial_draw.frames import Frame
 from spice_initial_draw.netshape import PROFILES, ShapingProxy

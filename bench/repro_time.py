@@ -1,6 +1,6 @@
 """Wall time of the race reproductions (issue 5: each under 5 s).
 
-The reproductions are the tests' own (tests/test_races.py), imported, so the
+The reproductions are the tests' own (spice_initial_draw.testing.repros), so the
 bench times exactly what `./run test` runs.  A time is a measurement, not a
 test verdict: the tests assert what each reproduction finds, this step
 reports how long it took, beside the 5 s target.  Stock's runs include the
@@ -8,16 +8,9 @@ stated windows in which a frame that never comes is waited for.
 """
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any
 
-TESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                     "tests")
-if TESTS not in sys.path:
-    sys.path.insert(0, TESTS)
-
-from test_races import REPROS, run_repro  # noqa: E402
+from spice_initial_draw.testing.repros import REPROS, run_repro
 
 
 def names() -> list[str]:

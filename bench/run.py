@@ -38,9 +38,11 @@ sys.path.insert(0, HERE)
 
 import measure  # noqa: E402
 import report  # noqa: E402
+
+from spice_initial_draw.codecs import VIDEO_CODECS  # noqa: E402
 from spice_initial_draw.security import Security, make_test_ca  # noqa: E402
 
-CODECS = ("mjpeg", "vp8", "vp9", "h264")
+CODECS = VIDEO_CODECS
 NET_PROFILES = ("lan", "metro", "wan", "poor")
 IDLE_CASES = ("draw", "connect")
 RESOLUTIONS = ((1280, 720), (1920, 1080), (3840, 2160))

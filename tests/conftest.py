@@ -3,31 +3,59 @@ spice-gtk client, no mocks."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from spice_initial_draw import Client, Server
 from spice_initial_draw.events import EventKind
+from spice_initial_draw.testing import VARIANTS
+from spice_initial_draw.testing.assertions import stream_evidence
 
-REPO = Path(__file__).resolve().parent.parent
-VARIANTS = ("stock", "patched")
-VIDEO_CODECS = ("mjpeg", "vp8", "vp9", "h264")
+# Hypothesis profiles; --hypothesis-profile NAME overrides the choice below.
+settings.register_profile(
+    "sid-ci", max_examples=200, stateful_step_count=6, deadline=None,
+    print_blob=True, suppress_health_check=list(HealthCheck))
+settings.register_profile(
+    "sid-extended", settings.get_profile("sid-ci"), max_examples=5000,
+    stateful_step_count=12)
 
-# Stated windows for "no frame arrived" assertions, in seconds.
-NO_FRAME_WINDOW = 5.0
-FRAME_TIMEOUT = 15.0
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--extended", action="store_true",
+                     help="also run the long cases (tests marked 'extended') and "
+                          "the long repeat counts (./run test --extended)")
 
 
-def stock_defect(request: pytest.FixtureRequest, variant: str, reason: str,
-                 raises: type[BaseException] | tuple[type[BaseException], ...]
-                 ) -> None:
-    """Mark the running test xfail(strict=True) on the stock variant: stock
-    0.16.0 fails it, in the way `reason` says and with `raises`, and a stock
-    pass would be reported as an error (XPASS strict)."""
-    if variant == "stock":
-        request.applymarker(pytest.mark.xfail(
-            strict=True, raises=raises, reason=f"stock 0.16.0: {reason}"))
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("hypothesis_profile", None) is None:
+        settings.load_profile("sid-extended" if config.getoption("--extended") else "sid-ci")
+    config.addinivalue_line(
+        "markers", "extended: a long case, run only with --extended")
+    config.addinivalue_line(
+        "markers", "stock_defect(reason, raises): stock 0.16.0 fails this test in the "
+                   "way `reason` says, raising `raises`; on the stock variant it is a "
+                   "strict xfail (a stock pass is reported as an error)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    skip_long = pytest.mark.skip(reason="a long case: ./run test --extended")
+    for item in items:
+        if item.get_closest_marker("extended") and not config.getoption("--extended"):
+            item.add_marker(skip_long)
+        defect = item.get_closest_marker("stock_defect")
+        callspec = getattr(item, "callspec", None)
+        if defect and callspec and callspec.params.get("variant") == "stock":
+            item.add_marker(pytest.mark.xfail(
+                strict=True, raises=defect.kwargs["raises"],
+                reason=f"stock 0.16.0: {defect.args[0]}"))
+
+
+@pytest.fixture
+def extended(request: pytest.FixtureRequest) -> bool:
+    """Whether this run has --extended (long repeat counts)."""
+    return bool(request.config.getoption("--extended"))
 
 
 @pytest.fixture(params=VARIANTS)
@@ -35,15 +63,38 @@ def variant(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+# the servers and clients a test made with the fixtures below, by server
+WATCHED = pytest.StashKey[dict[Server, list[Client]]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[None]:
+    """A failing test's report shows what its servers and clients logged
+    about the stream (spice-server's warnings, draws and completions, the
+    clients' stream creates, late frames and warnings)."""
+    rep = yield
+    if rep.when == "call" and rep.failed:
+        for srv, clients in item.stash.get(WATCHED, {}).items():
+            try:
+                evidence = stream_evidence(srv, clients)
+            except Exception as e:   # the report must not fail on it
+                evidence = f"(no evidence: {type(e).__name__}: {e})"
+            rep.sections.append((f"{srv.variant} server {srv.pid} and its clients", evidence))
+    return rep
+
+
 @pytest.fixture
-def make_server() -> Iterator[Callable[..., Server]]:
+def make_server(request: pytest.FixtureRequest) -> Iterator[Callable[..., Server]]:
     """Factory of servers, closed at teardown; a fatal shim error (a
     completion QEMU would crash on) fails the test."""
     servers: list[tuple[Server, bool]] = []
+    watched = request.node.stash.setdefault(WATCHED, {})
 
     def make(expect_fatal: bool = False, **kwargs: object) -> Server:
         srv = Server(**kwargs)  # type: ignore[arg-type]
         servers.append((srv, expect_fatal))
+        watched[srv] = []
         return srv
 
     yield make
@@ -56,12 +107,14 @@ def make_server() -> Iterator[Callable[..., Server]]:
 
 
 @pytest.fixture
-def make_client() -> Iterator[Callable[..., Client]]:
+def make_client(request: pytest.FixtureRequest) -> Iterator[Callable[..., Client]]:
     clients: list[Client] = []
+    watched = request.node.stash.setdefault(WATCHED, {})
 
     def make(server: Server, codec: str | None = None, **kwargs: object) -> Client:
         cli = Client.for_server(server, codec, **kwargs)
         clients.append(cli)
+        watched.setdefault(server, []).append(cli)
         return cli
 
     yield make

@@ -1,5 +1,5 @@
 """Bad scanout input from QEMU never crashes the server nor leaves QEMU
-waiting (issue 7): for each bad input (tests/bad_scanout_cases.py), with a
+waiting (issue 7): for each bad input (spice_initial_draw/testing/bad_scanouts.py), with a
 real spice-gtk client connected (gstreamer:mjpeg), the server survives, the
 draw QEMU issues on the bad scanout is completed exactly once, one warning
 names the problem, the client stays connected and the next good scanout is
@@ -15,11 +15,22 @@ import time
 
 import pytest
 
-from bad_scanout_cases import (CASE_IDS, CASES, CRASH, GOOD_IMAGES, HANG, H,
-                               NO_WARNING, NOT_SHOWN, W, BadScanout,
-                               connect_showing, run_bad_scanout,
-                               warnings_naming)
 from spice_initial_draw.events import EventKind
+from spice_initial_draw.testing.bad_scanouts import (
+    CASE_IDS,
+    CASES,
+    CRASH,
+    GOOD_IMAGES,
+    HANG,
+    NO_WARNING,
+    NOT_SHOWN,
+    BadScanout,
+    H,
+    W,
+    connect_showing,
+    run_bad_scanout,
+    warnings_naming,
+)
 
 # What stock 0.16.0 does with each bad input (measured here, 2 cores, GStreamer
 # 1.26): the defects it always shows.

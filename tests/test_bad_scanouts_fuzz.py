@@ -3,9 +3,9 @@
 buffer size, spice_qxl_gl_scanout vs spice_qxl_gl_scanout2.  Each example
 gives the server (a real spice-gtk client connected, gstreamer:mjpeg) one
 such scanout and a draw, then a good scanout and a draw, and counts crashes,
-hangs (draw not completed) and the rest (tests/bad_scanout_cases.py).
+hangs (draw not completed) and the rest (spice_initial_draw/testing/bad_scanouts.py).
 
-Profiles: 30 examples per variant by default, 500 with SID_EXTENDED=1
+Profiles: 30 examples per variant by default, 500 with --extended
 (./run test --extended); SID_BAD_SCANOUT_EXAMPLES=N overrides.  Patched:
 no crash and no hang, whatever the input.  Stock: the counts are reported
 (printed, and written to build/bad-scanouts/fuzz-stock.json), not asserted.
@@ -26,19 +26,31 @@ from pathlib import Path
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from bad_scanout_cases import (BAD_FOURCC, CRASH, DISCONNECT, DOUBLE,
-                               GOOD_IMAGES, HANG, NOT_SHOWN, NV12, XRGB,
-                               connect_showing, run_bad_scanout)
-from conftest import REPO
 from spice_initial_draw import Client, Server, SidError
+from spice_initial_draw.drm import (
+    DRM_FORMAT_ARGB8888,
+    DRM_FORMAT_MOD_INVALID,
+    DRM_FORMAT_MOD_LINEAR,
+    DRM_FORMAT_XBGR8888,
+)
+from spice_initial_draw.testing.bad_scanouts import (
+    BAD_FOURCC,
+    CRASH,
+    DISCONNECT,
+    DOUBLE,
+    GOOD_IMAGES,
+    HANG,
+    NOT_SHOWN,
+    NV12,
+    XRGB,
+    connect_showing,
+    run_bad_scanout,
+)
 
-EXTENDED = os.environ.get("SID_EXTENDED") == "1"
-EXAMPLES = int(os.environ.get("SID_BAD_SCANOUT_EXAMPLES",
-                              500 if EXTENDED else 30))
-REPORT_DIR = REPO / "build" / "bad-scanouts"
+REPORT_DIR = Path(__file__).resolve().parents[1] / "build" / "bad-scanouts"
 
-XBGR = 0x34324258
-ARGB = 0x34325241
+XBGR = DRM_FORMAT_XBGR8888
+ARGB = DRM_FORMAT_ARGB8888
 MAX_PIXELS = 1 << 20          # keep accepted scanouts cheap to encode
 MAX_MEMFD = 64 << 20
 
@@ -87,7 +99,7 @@ def scanouts(draw):
     kwargs = dict(width=width, height=height, stride=stride, fourcc=fourcc,
                   memfd_size=memfd_size, planes=planes, num_planes=num_planes,
                   scanout2=scanout2, y0_top=draw(st.booleans()),
-                  modifier=draw(st.sampled_from([0x00ffffffffffffff, 0])))
+                  modifier=draw(st.sampled_from([DRM_FORMAT_MOD_INVALID, DRM_FORMAT_MOD_LINEAR])))
     rect = (0, 0, min(width, 2**32 - 1), min(height, 2**32 - 1))
     return kwargs, rect
 
@@ -131,14 +143,15 @@ class Rig:
         self.restarts -= 1
 
 
-def _fuzz(variant: str) -> dict:
+def _fuzz(variant: str, extended: bool) -> dict:
+    examples_wanted = int(os.environ.get("SID_BAD_SCANOUT_EXAMPLES") or (500 if extended else 30))
     rig = Rig(variant)
     counts: Counter[str] = Counter()
     examples: dict[str, list[str]] = {}
     t0 = time.monotonic()
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              derandomize=not EXTENDED, phases=[Phase.generate],
+    @settings(max_examples=examples_wanted, deadline=None, database=None,
+              derandomize=not extended, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
     @given(scanouts())
     def one(case) -> None:  # type: ignore[no-untyped-def]
@@ -171,7 +184,7 @@ def _fuzz(variant: str) -> dict:
               "crashes": counts.get(CRASH, 0), "hangs": counts.get(HANG, 0),
               "counts": dict(counts), "restarts": rig.restarts,
               "seconds": round(time.monotonic() - t0, 1),
-              "profile": "extended" if EXTENDED else "default",
+              "profile": "extended" if extended else "default",
               "first_examples": examples}
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
     (REPORT_DIR / f"fuzz-{variant}.json").write_text(
@@ -183,9 +196,9 @@ def _fuzz(variant: str) -> dict:
     return report
 
 
-def test_fuzz_patched_never_crashes_nor_hangs():
-    report = _fuzz("patched")
-    assert report["examples"] >= min(EXAMPLES, 1)
+def test_fuzz_patched_never_crashes_nor_hangs(extended):
+    report = _fuzz("patched", extended)
+    assert report["examples"] >= 1
     assert report["crashes"] == 0 and report["hangs"] == 0, \
         f"patched: {json.dumps(report['first_examples'], indent=1, default=str)}"
     # and the rest of the contract, for any input
@@ -193,8 +206,8 @@ def test_fuzz_patched_never_crashes_nor_hangs():
         f"patched: {json.dumps(report['first_examples'], indent=1, default=str)}"
 
 
-def test_fuzz_stock_is_reported():
+def test_fuzz_stock_is_reported(extended):
     """Stock's counts are reported (build/bad-scanouts/fuzz-stock.json and
     stdout), not asserted: stock 0.16.0 is known to crash and hang."""
-    report = _fuzz("stock")
-    assert report["examples"] >= min(EXAMPLES, 1)
+    report = _fuzz("stock", extended)
+    assert report["examples"] >= 1

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import FRAME_TIMEOUT, VIDEO_CODECS
-from helpers import wait_shows
 from spice_initial_draw import patterns
+from spice_initial_draw.testing import FRAME_TIMEOUT, VIDEO_CODECS
+from spice_initial_draw.testing.assertions import wait_shows
 
 
 @pytest.mark.parametrize("codec", VIDEO_CODECS)

@@ -6,21 +6,24 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import FRAME_TIMEOUT, NO_FRAME_WINDOW, stock_defect
-from helpers import shows_initial_frame_or_nothing, wait_shows
 from spice_initial_draw import patterns
 from spice_initial_draw.errors import DrawTimeout
+from spice_initial_draw.testing import FRAME_TIMEOUT, NO_FRAME_WINDOW
+from spice_initial_draw.testing.assertions import (
+    shows_initial_frame_or_nothing,
+    wait_shows,
+)
 
 # "auto" is spice_server_set_video_codecs()'s name for the default list
 LISTS = {"default": "auto", "spice-mjpeg-first": "spice:mjpeg;gstreamer:h264"}
 
 
 @pytest.mark.parametrize("codecs", LISTS.values(), ids=LISTS.keys())
-def test_guest_draw_shown_with_a_spice_codec_first(request, make_server, make_client,
+@pytest.mark.stock_defect("the builtin MJPEG encoder is picked for the "
+                          "GL stream: no frame is sent and the draw never completes",
+                          raises=(TimeoutError, DrawTimeout))
+def test_guest_draw_shown_with_a_spice_codec_first(make_server, make_client,
                                                    variant, codecs):
-    stock_defect(request, variant, "the builtin MJPEG encoder is picked for the "
-                 "GL stream: no frame is sent and the draw never completes",
-                 (TimeoutError, DrawTimeout))
     srv = make_server(codecs=codecs, variant=variant)
     d = srv.display(0)
     cli = make_client(srv, None)   # the client's own codec preference
@@ -45,12 +48,13 @@ def test_idle_picture_shown_with_a_spice_codec_first(make_server, make_client,
     shows_initial_frame_or_nothing(cli, image, variant, FRAME_TIMEOUT, NO_FRAME_WINDOW)
 
 
-def test_no_dmabuf_codec_warns_once_and_completes(request, make_server, make_client,
+@pytest.mark.stock_defect("the draw is never completed",
+                          raises=DrawTimeout)
+def test_no_dmabuf_codec_warns_once_and_completes(make_server, make_client,
                                                   variant):
     """Only the builtin MJPEG encoder: no picture can be sent; patched says
     why, once, naming the fix, and QEMU's draws still complete (stock's
     never do: QEMU's console stays blocked)."""
-    stock_defect(request, variant, "the draw is never completed", DrawTimeout)
     srv = make_server(codecs="spice:mjpeg", variant=variant)
     d = srv.display(0)
     cli = make_client(srv, None)

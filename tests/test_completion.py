@@ -13,9 +13,14 @@ import time
 
 import pytest
 
-from conftest import FRAME_TIMEOUT, VIDEO_CODECS
-from helpers import probe_matches, report, stream_evidence, wait_shows
 from spice_initial_draw import patterns
+from spice_initial_draw.testing import FRAME_TIMEOUT, VIDEO_CODECS
+from spice_initial_draw.testing.assertions import (
+    probe_matches,
+    report,
+    stream_evidence,
+    wait_shows,
+)
 
 W, H = 1280, 720
 # what the guest renders into the buffer once its draw completed, never drawn

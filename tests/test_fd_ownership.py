@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 import threading
 
-from conftest import FRAME_TIMEOUT
-from helpers import settled_memfds
 from spice_initial_draw import Client, ServerCrashed, patterns
 from spice_initial_draw.patterns import DRM_FORMAT_NV12
+from spice_initial_draw.testing import FRAME_TIMEOUT
+from spice_initial_draw.testing.assertions import settled_memfds
 
 CYCLES = int(os.environ.get("SID_FD_CYCLES", "1000"))
 SCANOUTS = CYCLES

@@ -17,10 +17,10 @@ import tempfile
 
 import pytest
 
-from conftest import FRAME_TIMEOUT, NO_FRAME_WINDOW
 from spice_initial_draw import Client, patterns
 from spice_initial_draw.events import EventKind
 from spice_initial_draw.patterns import DRM_FORMAT_XRGB8888
+from spice_initial_draw.testing import FRAME_TIMEOUT, NO_FRAME_WINDOW
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import time
 
-from conftest import FRAME_TIMEOUT
-from helpers import wait_shows
 from spice_initial_draw import patterns
 from spice_initial_draw.events import EventKind
+from spice_initial_draw.testing import FRAME_TIMEOUT
+from spice_initial_draw.testing.assertions import wait_shows
 
 SINGLE_FRAME_WINDOW = 3.0
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import FRAME_TIMEOUT, NO_FRAME_WINDOW
-from helpers import shows_initial_frame_or_nothing, wait_shows
 from spice_initial_draw import patterns
+from spice_initial_draw.testing import FRAME_TIMEOUT, NO_FRAME_WINDOW
+from spice_initial_draw.testing.assertions import (
+    shows_initial_frame_or_nothing,
+    wait_shows,
+)
 
 CODECS = ("mjpeg", "vp8")
 

@@ -22,12 +22,12 @@ import time
 
 import pytest
 
-from conftest import FRAME_TIMEOUT, NO_FRAME_WINDOW, VIDEO_CODECS, stock_defect
-from helpers import assert_shows, wait_shows
 from spice_initial_draw import Client, patterns
 from spice_initial_draw.errors import ServerCrashed
 from spice_initial_draw.events import EventKind
 from spice_initial_draw.patterns import Image
+from spice_initial_draw.testing import FRAME_TIMEOUT, NO_FRAME_WINDOW, VIDEO_CODECS
+from spice_initial_draw.testing.assertions import wait_shows
 
 # Several clients at once: spice-server's multi-client mode (without it a
 # new client disconnects the previous one, QEMU's default).
@@ -138,6 +138,10 @@ def test_initial_frame_is_the_current_scanout(make_server, make_client,
 
 # -- point 2 -------------------------------------------------------------
 @pytest.mark.parametrize("codec", ["mjpeg", "h264"])
+@pytest.mark.stock_defect("a client connecting while a stream "
+                          "exists gets messages for a stream it does not know and "
+                          "loses its display channel",
+                          raises=(TimeoutError, AssertionError))
 def test_only_the_new_client_gets_the_initial_frame(make_server, make_client,
                                                     variant, codec, request):
     """A sees a guest draw; then B and then C connect to the idle VM.  B
@@ -148,10 +152,6 @@ def test_only_the_new_client_gets_the_initial_frame(make_server, make_client,
     stop A's stream, and B is sent STREAM_CLIP/STREAM_DESTROY for that
     stream, which it never got (patch 0012); spice-gtk closes B's display
     channel."""
-    stock_defect(request, variant, "a client connecting while a stream "
-                 "exists gets messages for a stream it does not know and "
-                 "loses its display channel",
-                 raises=(TimeoutError, AssertionError))
     srv = make_server(codecs=f"gstreamer:{codec}", variant=variant,
                       env=MULTI_CLIENT)
     d = srv.display(0)
@@ -197,6 +197,9 @@ def test_only_the_new_client_gets_the_initial_frame(make_server, make_client,
 
 # -- point 3 -------------------------------------------------------------
 @pytest.mark.parametrize("codec", ["mjpeg", "h264"])
+@pytest.mark.stock_defect("the server dies of SIGSEGV when a "
+                          "client connects while another one streams",
+                          raises=ServerCrashed)
 def test_draws_complete_once_while_clients_come_and_go(make_server,
                                                        make_client, variant,
                                                        codec, request):
@@ -210,9 +213,6 @@ def test_draws_complete_once_while_clients_come_and_go(make_server,
     stop the steady client's stream, and the STREAM_DESTROY queued for the
     newcomer, on which that stream was never created, has no client to
     release it with (patch 0012)."""
-    stock_defect(request, variant, "the server dies of SIGSEGV when a "
-                 "client connects while another one streams",
-                 raises=ServerCrashed)
     srv = make_server(codecs=f"gstreamer:{codec}", variant=variant,
                       env=MULTI_CLIENT)
     d = srv.display(0)

@@ -5,7 +5,6 @@ limit.  spice-server's net test at connect sees them, and so does the
 playback margin it derives from it."""
 from __future__ import annotations
 
-import os
 import socket
 import statistics
 import threading
@@ -13,13 +12,15 @@ import time
 
 import pytest
 
-from conftest import FRAME_TIMEOUT, NO_FRAME_WINDOW, VIDEO_CODECS
-from helpers import shows_initial_frame_or_nothing, stream_evidence, wait_shows
 from spice_initial_draw import Client, patterns
 from spice_initial_draw.netshape import CHUNK, PROFILES, ShapingProxy
+from spice_initial_draw.testing import FRAME_TIMEOUT, NO_FRAME_WINDOW, VIDEO_CODECS
+from spice_initial_draw.testing.assertions import (
+    shows_initial_frame_or_nothing,
+    stream_evidence,
+    wait_shows,
+)
 
-EXTENDED = os.environ.get("SID_EXTENDED") == "1"
-REPEATS = 5 if EXTENDED else 1
 # the poor profile moves a 1080p frame in seconds, not milliseconds
 TIMEOUT = 2 * FRAME_TIMEOUT
 
@@ -98,6 +99,11 @@ class EchoServer:
         self._sock.close()
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "repeat" in metafunc.fixturenames:   # 5 repeats with --extended
+        metafunc.parametrize("repeat", range(5 if metafunc.config.getoption("--extended") else 1))
+
+
 @pytest.mark.parametrize("name", sorted(PROFILES))
 def test_proxy_meets_its_profile(name):
     """Measured round trip and throughput within 10 % of the profile (lan:
@@ -119,7 +125,6 @@ def test_proxy_meets_its_profile(name):
         assert got["throughput_bps"] > 100e6, got
 
 
-@pytest.mark.parametrize("repeat", range(REPEATS))
 @pytest.mark.parametrize("codec", VIDEO_CODECS)
 @pytest.mark.parametrize("name", sorted(PROFILES))
 def test_initial_frame_and_next_draw_over_the_link(make_server, variant, name, codec,

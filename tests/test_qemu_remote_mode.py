@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from conftest import FRAME_TIMEOUT
-from helpers import wait_shows
 from spice_initial_draw import QEMU_10_1_REMOTE, Client, EventKind, patterns
+from spice_initial_draw.testing import FRAME_TIMEOUT
+from spice_initial_draw.testing.assertions import wait_shows
 
 W, H = 1280, 720
 

@@ -1,5 +1,5 @@
 """The fragile scenarios, repeated (issue 12): a 1-in-20 failure must not
-pass.  Each scenario runs REPEATS times per codec (100 with --extended,
+pass.  Each scenario runs 10 times per codec (100 with --extended,
 SID_REPEATS=N to choose) on
 1080p, and every new client must show the guest's current picture.  spice-gtk
 drops a late MJPEG frame, and a dropped lone frame left the client black: the
@@ -17,13 +17,16 @@ import time
 
 import pytest
 
-from conftest import FRAME_TIMEOUT, NO_FRAME_WINDOW, VIDEO_CODECS, stock_defect
-from helpers import assert_shows, report, stream_evidence, wait_shows
 from spice_initial_draw import Client, Server, patterns
 from spice_initial_draw.events import EventKind
+from spice_initial_draw.testing import FRAME_TIMEOUT, NO_FRAME_WINDOW, VIDEO_CODECS
+from spice_initial_draw.testing.assertions import (
+    assert_shows,
+    report,
+    stream_evidence,
+    wait_shows,
+)
 
-EXTENDED = os.environ.get("SID_EXTENDED") == "1"
-REPEATS = int(os.environ.get("SID_REPEATS", 100 if EXTENDED else 10))
 W, H = 1920, 1080
 
 
@@ -49,7 +52,8 @@ def repeat(request, variant: str, codec: str, scenario,
            env: dict[str, str] | None = None) -> None:
     """Run scenario(srv, clients) REPEATS times (once on stock) on a fresh
     server each, with the failing run's evidence."""
-    runs = REPEATS if variant == "patched" else 1
+    default = 100 if request.config.getoption("--extended") else 10
+    runs = int(os.environ.get("SID_REPEATS") or default) if variant == "patched" else 1
     late_runs: list[str] = []
     for run in range(runs):
         srv = Server(codecs=f"gstreamer:{codec}", variant=variant, env=env)
@@ -96,9 +100,8 @@ def expect_idle_picture(variant: str, cli: Client, image: patterns.Image,
 
 
 @pytest.mark.parametrize("codec", VIDEO_CODECS)
+@pytest.mark.stock_defect("no initial frame", raises=ScenarioFailed)
 def test_second_client_of_an_idle_vm_shows_it_every_time(request, variant, codec):
-    stock_defect(request, variant, "no initial frame", ScenarioFailed)
-
     def scenario(srv: Server, clients: list[Client]) -> None:
         d = srv.display(0)
         image = patterns.quadrants(W, H)
@@ -119,9 +122,8 @@ def test_second_client_of_an_idle_vm_shows_it_every_time(request, variant, codec
 
 
 @pytest.mark.parametrize("codec", VIDEO_CODECS)
+@pytest.mark.stock_defect("no initial frame", raises=ScenarioFailed)
 def test_reconnecting_client_shows_the_idle_vm_every_time(request, variant, codec):
-    stock_defect(request, variant, "no initial frame", ScenarioFailed)
-
     def scenario(srv: Server, clients: list[Client]) -> None:
         image = idle_vm(srv)
         for attempt in ("first connection", "reconnection"):
@@ -163,9 +165,8 @@ def test_draw_right_after_the_initial_frame_is_the_picture_shown(request, varian
 
 @pytest.mark.parametrize("clients_n", [4, 16])
 @pytest.mark.parametrize("codec", VIDEO_CODECS)
+@pytest.mark.stock_defect("no initial frame", raises=ScenarioFailed)
 def test_connect_storm_every_client_shows_the_idle_vm(request, variant, codec, clients_n):
-    stock_defect(request, variant, "no initial frame", ScenarioFailed)
-
     def scenario(srv: Server, clients: list[Client]) -> None:
         image = idle_vm(srv)
         for _ in range(clients_n):   # processes up, then all connect at once

@@ -29,10 +29,10 @@ import time
 import pytest
 
 from spice_initial_draw import variants
-from helpers import report
-from test_races import REPROS, run_repro
-
-EXTENDED = os.environ.get("SID_EXTENDED") == "1"
+from spice_initial_draw.testing.assertions import report
+from spice_initial_draw.testing.racerig import RaceRig
+from spice_initial_draw.testing.repros import REPROS, run_repro
+from spice_initial_draw.testing.stateful import run_machine
 
 
 def runtime(kind: str) -> str | None:
@@ -216,7 +216,12 @@ ALL_CASES = [(f"{v}-{k}", r) for v in ("stock", "patched") for k in ("asan", "ts
              for r in REPROS]
 
 
-@pytest.mark.parametrize("variant,name", ALL_CASES if EXTENDED else DEFAULT_CASES)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.name == "test_repro_sanitized":   # every case with --extended
+        cases = ALL_CASES if metafunc.config.getoption("--extended") else DEFAULT_CASES
+        metafunc.parametrize("variant,name", cases)
+
+
 def test_repro_sanitized(request, tmp_path, variant, name):
     kwargs = sanitizer_setup(variant, str(tmp_path))
     kwargs["env"]["SPICE_DEBUG_ALLOW_MC"] = "1"
@@ -235,13 +240,12 @@ def test_repro_sanitized(request, tmp_path, variant, name):
 
 
 @pytest.mark.parametrize("variant", ["patched-asan", "patched-tsan"])
-def test_stateful_sanitized(request, tmp_path, variant):
-    from test_stateful import run_machine
+def test_stateful_sanitized(request, tmp_path, variant, extended):
     kwargs = sanitizer_setup(variant, str(tmp_path))
-    tally = run_machine(variant, max_examples=200 if EXTENDED else 5, rig_kwargs=kwargs)
+    tally = run_machine(variant, max_examples=200 if extended else 5, rig_kwargs=kwargs)
     own, uninstrumented, upstream = classify(reports(str(tmp_path), kwargs["output_sink"]))
-    report(request, f"\n  stateful {variant} (seed {tally['seed']}): "
-           f"{tally['examples']} examples, {tally['steps']} steps; "
+    report(request, f"\n  stateful {variant}: "
+           f"{tally['examples']} examples, {tally['checks'] - tally['examples']} steps; "
            f"{describe(own, uninstrumented, upstream)}")
     assert not own, (f"{len(own)} sanitizer report(s) on {variant}:\n"
                      + "\n\n".join(own[:3]))
@@ -344,15 +348,13 @@ def test_upstream_destroy_ub_needs_its_path():
     assert not is_upstream_ub(ubsan_reports([elsewhere])[0])
 
 
-@pytest.mark.skipif(not EXTENDED, reason="up to a few minutes: SID_EXTENDED=1 "
-                    "(./run test --extended)")
+@pytest.mark.extended   # up to a few minutes
 def test_upstream_destroy_ub_also_on_stock(tmp_path):
     """Stock reports UPSTREAM_DESTROY_UB on the same path: two clients, a
     draw, then the rig stops (clients first, then spice_server_destroy).
     It takes a client disconnect still queued at the destroy, which came in
     4-14 of 30-40 such runs here; up to 60 runs."""
     from spice_initial_draw import patterns
-    from spice_initial_draw.races import RaceRig
     image = patterns.quadrants(320, 240)
     seen: set[str] = set()
     for attempt in range(60):

@@ -3,7 +3,7 @@
 Every patch of spice_patch/series applies with `git am`, in order, to the
 pristine spice-server 0.16.0 release (the tarball, extracted, committed to
 a fresh repository), and each has a From, a Subject and a message body.
-With SID_EXTENDED=1 (./run test --extended; minutes): every prefix of the
+With --extended (./run test --extended; minutes): every prefix of the
 series builds and passes spice-server's own `meson test`.
 """
 from __future__ import annotations
@@ -17,11 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
-
+REPO = Path(__file__).resolve().parents[1]
 PATCH_DIR = REPO / "spice_patch"
 TARBALL = REPO / "subprojects" / "packagecache" / "spice-0.16.0.tar.bz2"
-EXTENDED = os.environ.get("SID_EXTENDED") == "1"
 GIT_ENV = {"GIT_AUTHOR_NAME": "sid", "GIT_AUTHOR_EMAIL": "sid@invalid",
            "GIT_COMMITTER_NAME": "sid", "GIT_COMMITTER_EMAIL": "sid@invalid",
            "GIT_CONFIG_NOSYSTEM": "1", "HOME": "/nonexistent"}
@@ -106,8 +104,7 @@ def test_series_applies_with_git_am_in_order(pristine, applied):
     assert git(pristine, "status", "--porcelain") == ""
 
 
-@pytest.mark.skipif(not EXTENDED, reason="per-patch builds take minutes: "
-                    "SID_EXTENDED=1 (./run test --extended)")
+@pytest.mark.extended   # per-patch builds take minutes
 def test_every_prefix_builds_and_passes_meson_test(pristine, applied,
                                                    tmp_path):
     # one build directory, the commits checked out in order: ninja rebuilds

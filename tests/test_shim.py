@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from conftest import FRAME_TIMEOUT
-from helpers import settled_memfds
-from spice_initial_draw import (DrawBusy, NoScanout, ServerCrashed, patterns,
-                                variants)
+from spice_initial_draw import DrawBusy, NoScanout, ServerCrashed, patterns, variants
 from spice_initial_draw.events import EventKind
 from spice_initial_draw.patterns import DRM_FORMAT_NV12
+from spice_initial_draw.testing import FRAME_TIMEOUT
+from spice_initial_draw.testing.assertions import settled_memfds
+from spice_initial_draw.testing.racerig import RaceRig
 
 
 def test_server_listens_on_loopback(make_server, variant):
@@ -148,7 +148,6 @@ def test_warning_after_one_second_without_completion(variant):
     # The draw's encode is held for 1.3 s at a race point (GStreamer's
     # thread, before it maps the buffer): deterministic, whatever the
     # machine's speed.  QEMU prints its warning after 1 s; so must the shim.
-    from spice_initial_draw.races import RaceRig
     with RaceRig(variant) as rig:
         rig.scanout(patterns.quadrants(320, 240))
         cli = rig.connect(0)

@@ -14,11 +14,15 @@ import time
 
 import pytest
 
-from conftest import FRAME_TIMEOUT, NO_FRAME_WINDOW, VIDEO_CODECS
-from helpers import shows_initial_frame_or_nothing, stream_evidence, wait_shows
 from spice_initial_draw import patterns
 from spice_initial_draw.events import EventKind
 from spice_initial_draw.security import Security, TlsFiles, make_test_ca
+from spice_initial_draw.testing import FRAME_TIMEOUT, NO_FRAME_WINDOW, VIDEO_CODECS
+from spice_initial_draw.testing.assertions import (
+    shows_initial_frame_or_nothing,
+    stream_evidence,
+    wait_shows,
+)
 
 PASSWORD = "initial-draw"
 # longer than the refresh delay (100 ms) and a stream report's round trip

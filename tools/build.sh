@@ -342,7 +342,8 @@ run_tests() {
         run_video_encoders patched "$PATCHED_BUILD"
     fi
     step "pytest$([ "$extended" = 1 ] && echo ' (extended)')"
-    SID_EXTENDED=$extended SID_TOP=$TOP "$VENV/bin/python" -m pytest -p no:cacheprovider "${pytest_args[@]}" || failed=1
+    [ "$extended" = 1 ] && pytest_args=(--extended "${pytest_args[@]}")
+    SID_TOP=$TOP "$VENV/bin/python" -m pytest -p no:cacheprovider "${pytest_args[@]}" || failed=1
     [ "$failed" = 0 ] || { echo "some tests failed (see above)" >&2; return 1; }
 }
 

@@ -14,8 +14,16 @@ from __future__ import annotations
 
 from . import patterns
 from .client import Client, ClientEvent
-from .errors import (ClientError, DrawBusy, DrawTimeout, NoScanout,
-                     ServerCrashed, ShimError, SidError, VariantError)
+from .errors import (
+                     ClientError,
+                     DrawBusy,
+                     DrawTimeout,
+                     NoScanout,
+                     ServerCrashed,
+                     ShimError,
+                     SidError,
+                     VariantError,
+)
 from .events import Event, EventKind
 from .frames import Frame
 from .info import build_info, loaded_library, spice_server_version

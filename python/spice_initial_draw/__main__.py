@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .codecs import VIDEO_CODECS
+
 
 def cmd_info() -> int:
     from . import info, variants
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="leave the patched server running for remote-viewer")
     d.add_argument("--output", default="demo-output",
                    help="directory for the PNG files (default demo-output)")
-    d.add_argument("--codec", default=None, choices=["mjpeg", "vp8", "vp9", "h264"],
+    d.add_argument("--codec", default=None, choices=VIDEO_CODECS,
                    help="default: the QEMU mode's (h264 for 10.1-remote, mjpeg for direct)")
     d.add_argument("--qemu", default="10.1-remote", choices=["10.1-remote", "direct"],
                    help="how the shim plays QEMU: 10.1's remote GL mode (draws from "

@@ -40,9 +40,10 @@ import gi
 gi.require_version("SpiceClientGLib", "2.0")
 from gi.repository import GLib, GObject, SpiceClientGLib  # noqa: E402
 
+from spice_initial_draw import _rpc  # noqa: E402
+from spice_initial_draw.codecs import CODEC_TYPES  # noqa: E402
 from spice_initial_draw.patterns import quadrant_probes  # noqa: E402
 
-CODEC_TYPES = {"mjpeg": 1, "vp8": 2, "h264": 3, "vp9": 4, "h265": 5}
 DECODER_ELEMENTS = {"jpegdec": "mjpeg", "vp8dec": "vp8", "vp9dec": "vp9",
                     "h264parse": "h264", "avdec_h264": "h264",
                     "h265parse": "h265", "avdec_h265": "h265",
@@ -335,20 +336,10 @@ def main(argv: list[str]) -> int:
     state = ClientState(loop)
 
     def on_request(_fd: int, cond: GLib.IOCondition) -> bool:
-        try:
-            method, args, kwargs = conn.recv()
-        except (EOFError, OSError):
-            loop.quit()
-            return False
-        if method == "exit":
-            conn.send(("ok", None))
-            loop.quit()
-            return False
-        try:
-            conn.send(("ok", getattr(state, "rpc_" + method)(*args, **kwargs)))
-        except Exception as e:  # reported to the parent
-            conn.send(("err", (type(e).__name__, str(e))))
-        return True
+        if _rpc.answer(conn, state):
+            return True
+        loop.quit()
+        return False
 
     GLib.io_add_watch(fd, GLib.PRIORITY_DEFAULT,
                       GLib.IOCondition.IN | GLib.IOCondition.HUP, on_request)

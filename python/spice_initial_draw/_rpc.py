@@ -16,12 +16,14 @@ class WorkerDied(Exception):
 
 
 class RpcError(Exception):
-    """The worker raised an exception: (type name, message)."""
+    """The worker raised an exception: its type name, its message, and its
+    `status` attribute if it had one (a shim call's _abi.Status)."""
 
-    def __init__(self, type_name: str, message: str) -> None:
+    def __init__(self, type_name: str, message: str, status: int | None = None) -> None:
         super().__init__(f"{type_name}: {message}")
         self.type_name = type_name
         self.message = message
+        self.status = status
 
 
 class WorkerProcess:
@@ -95,20 +97,25 @@ class WorkerProcess:
         return self.proc.returncode
 
 
+def answer(conn: Connection, handlers: Any) -> bool:
+    """Worker side: answer one request with handlers.rpc_<method>(...).
+    False once the parent said 'exit' or went away."""
+    try:
+        method, args, kwargs = conn.recv()
+    except (EOFError, OSError):
+        return False
+    if method == "exit":
+        conn.send(("ok", None))
+        return False
+    try:
+        conn.send(("ok", getattr(handlers, "rpc_" + method)(*args, **kwargs)))
+    except Exception as e:  # reported to the parent
+        conn.send(("err", (type(e).__name__, str(e), getattr(e, "status", None))))
+    return True
+
+
 def serve(fd: int, handlers: Any) -> None:
-    """Worker side: answer requests with handlers.<method>(...) until 'exit'
-    or EOF."""
+    """Worker side: answer requests until 'exit' or EOF."""
     conn = Connection(fd)
-    while True:
-        try:
-            method, args, kwargs = conn.recv()
-        except EOFError:
-            return
-        if method == "exit":
-            conn.send(("ok", None))
-            return
-        try:
-            result = getattr(handlers, "rpc_" + method)(*args, **kwargs)
-            conn.send(("ok", result))
-        except Exception as e:  # reported to the parent
-            conn.send(("err", (type(e).__name__, str(e))))
+    while answer(conn, handlers):
+        pass

@@ -8,6 +8,15 @@ import sys
 from typing import Any
 
 from . import _rpc, variants
+from ._abi import Status
+
+
+class ShimCallFailed(Exception):
+    """A shim call returned an error; `status` crosses the RPC with it."""
+
+    def __init__(self, status: Status, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class Handlers:
@@ -32,11 +41,8 @@ class Handlers:
         return self.ffi.string(self.err).decode(errors="replace")
 
     def _check(self, ret: int, what: str) -> None:
-        if ret == 0:
-            return
-        names = {-1: "ARG", -2: "BUSY", -3: "NO_SCANOUT", -4: "SYS",
-                 -5: "SPICE", -6: "TIMEOUT", -7: "STOPPED"}
-        raise RuntimeError(f"{names.get(ret, ret)}|{what}: {self._error()}")
+        if ret != Status.OK:
+            raise ShimCallFailed(Status(ret), f"{what}: {self._error()}")
 
     def rpc_info(self) -> dict[str, Any]:
         return {"variant": self.variant,
@@ -66,7 +72,7 @@ class Handlers:
                 codecs.encode(), displays, unix_path.encode(), self.err,
                 len(self.err))
         if self.srv == self.ffi.NULL:
-            raise RuntimeError(f"SPICE|start: {self._error()}")
+            raise ShimCallFailed(Status.SPICE, f"start: {self._error()}")
         return int(self.lib.sid_server_port(self.srv))
 
     def rpc_set_refresh_rate(self, rate: int) -> None:

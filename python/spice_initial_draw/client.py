@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _rpc
+from .codecs import CODEC_TYPES
 from .errors import ClientError
 from .frames import Frame
 
-CODECS = ("mjpeg", "vp8", "vp9", "h264", "h265")
+CODECS = tuple(CODEC_TYPES)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 what to do about it."""
 from __future__ import annotations
 
+from ._abi import Status
+
 
 class SidError(RuntimeError):
     """Base class of the errors of this package."""
@@ -45,3 +47,10 @@ class ClientError(SidError):
 
 class VariantError(SidError):
     """The requested spice-server variant is not available."""
+
+
+def for_status(status: Status, message: str) -> SidError:
+    """The exception for a shim call that returned `status`."""
+    cls = {Status.BUSY: DrawBusy, Status.NO_SCANOUT: NoScanout,
+           Status.TIMEOUT: DrawTimeout}.get(status, ShimError)
+    return cls(f"{status.name}: {message}")

@@ -2,21 +2,11 @@
 time.monotonic_ns(), shared by every process on the machine)."""
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
+from ._abi import EventKind
 
-class EventKind(enum.IntEnum):
-    SERVER_STARTED = 1
-    SCANOUT = 2
-    DRAW = 3
-    DRAW_DONE = 4
-    WARNING = 5
-    FATAL = 6
-    CLIENT_CONNECT = 7
-    CLIENT_DISCONNECT = 8
-    CHANNEL = 9
-    SERVER_STOPPED = 10
+__all__ = ["Event", "EventKind"]
 
 
 @dataclass(frozen=True)

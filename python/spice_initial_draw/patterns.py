@@ -6,9 +6,7 @@ from dataclasses import dataclass
 
 RGB = tuple[int, int, int]
 
-DRM_FORMAT_XRGB8888 = 0x34325258  # fourcc('X', 'R', '2', '4')
-DRM_FORMAT_XBGR8888 = 0x34324258  # fourcc('X', 'B', '2', '4')
-DRM_FORMAT_NV12 = 0x3231564E      # fourcc('N', 'V', '1', '2')
+from .drm import DRM_FORMAT_NV12, DRM_FORMAT_XBGR8888, DRM_FORMAT_XRGB8888  # noqa: F401
 
 RED: RGB = (255, 0, 0)
 GREEN: RGB = (0, 255, 0)

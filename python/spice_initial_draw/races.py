@@ -40,56 +40,20 @@ import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Iterator
 
-MAGIC = 0x52444953
-VERSION = 1
-MAX_POINTS = 64
-MAX_EVENTS = 16384
+from ._races_abi import MAGIC, MAX_EVENTS, MAX_POINTS, VERSION, VIOLATIONS, RaceKind, _Ctl, _Point
+from .server import Server
 
 POINTS = ("qemu:scanout", "qemu:after-scanout", "qemu:draw",
           "worker:before-encode", "worker:read", "gst:before-map",
           "gst:encoded", "gst:release")
 
 
-class _Point(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_char * 48), ("armed", ctypes.c_int32),
-                ("hits", ctypes.c_uint32), ("parked", ctypes.c_uint32),
-                ("released", ctypes.c_uint32), ("last_tid", ctypes.c_int32),
-                ("last_thread", ctypes.c_char * 16), ("inflight", ctypes.c_uint32)]
-
-
-class _Event(ctypes.Structure):
-    _fields_ = [("seq", ctypes.c_uint32), ("kind", ctypes.c_int32),
-                ("t_ns", ctypes.c_int64), ("fd", ctypes.c_int32),
-                ("fd2", ctypes.c_int32), ("ino", ctypes.c_uint64),
-                ("ino2", ctypes.c_uint64), ("tid", ctypes.c_int32),
-                ("thread", ctypes.c_char * 16), ("what", ctypes.c_char * 60)]
-
-
-class _Ctl(ctypes.Structure):
-    _fields_ = [("magic", ctypes.c_uint32), ("version", ctypes.c_uint32),
-                ("ctl_size", ctypes.c_uint32), ("n_points", ctypes.c_uint32),
-                ("n_events", ctypes.c_uint32),
-                ("park_timeout_ms", ctypes.c_uint32),
-                ("n_violations", ctypes.c_uint32),
-                ("any_armed", ctypes.c_uint32),
-                ("reuse_fill", ctypes.c_uint32), ("pad", ctypes.c_uint32),
-                ("points", _Point * MAX_POINTS),
-                ("events", _Event * MAX_EVENTS)]
-
-
-KINDS = {1: "GIVEN", 2: "CLOSE", 3: "DUP", 4: "ALLOC", 5: "MAP",
-         6: "RELEASE", 7: "PARK", 8: "UNPARK", 9: "DRAW", 10: "SCANOUT_DONE",
-         11: "PULLED", 12: "REUSED_BY", 50: "PARK_TIMEOUT", 100: "USE_AFTER_CLOSE",
-         101: "REUSED_FD", 102: "CLOSED_IN_USE"}
-VIOLATIONS = {"USE_AFTER_CLOSE", "REUSED_FD", "CLOSED_IN_USE"}
-
-
 @dataclass(frozen=True)
 class RaceEvent:
     index: int
-    kind: str
+    kind: RaceKind
     t_ns: int
     fd: int
     fd2: int
@@ -103,7 +67,7 @@ class RaceEvent:
         ino = f" ino={self.ino}" if self.ino else ""
         ino2 = f" now ino={self.ino2}" if self.ino2 else ""
         fd = f" fd={self.fd}" if self.fd >= 0 else ""
-        return (f"{self.kind}{fd}{ino}{ino2} [{self.thread}] {self.what}")
+        return (f"{self.kind.name}{fd}{ino}{ino2} [{self.thread}] {self.what}")
 
     @property
     def violation(self) -> bool:
@@ -141,7 +105,7 @@ class Races:
         self.ctl.park_timeout_ms = int(park_timeout * 1000)
         self.ctl.magic = MAGIC
         self.preload_first = list(preload_first or [])
-        self.server: Any = None
+        self.server: Server | None = None
         self._seen = 0
         self._events: list[RaceEvent] = []
 
@@ -154,7 +118,7 @@ class Races:
             preload.append(old)
         return {"LD_PRELOAD": ":".join(preload), "SID_RACES_SHM": self.path}
 
-    def attach(self, server: Any) -> "Races":
+    def attach(self, server: Server) -> "Races":
         self.server = server
         return self
 
@@ -258,7 +222,7 @@ class Races:
             if e.seq != i + 1:
                 break
             self._events.append(RaceEvent(
-                i, KINDS.get(e.kind, str(e.kind)), e.t_ns, e.fd, e.fd2, e.ino,
+                i, RaceKind(e.kind), e.t_ns, e.fd, e.fd2, e.ino,
                 e.ino2, e.tid, e.thread.decode(errors="replace"),
                 e.what.decode(errors="replace")))
             i += 1
@@ -272,12 +236,12 @@ class Races:
         return int(self.ctl.n_violations)
 
     def timeouts(self) -> list[RaceEvent]:
-        return [e for e in self.events() if e.kind == "PARK_TIMEOUT"]
+        return self.of(RaceKind.PARK_TIMEOUT)
 
-    def of(self, kind: str) -> list[RaceEvent]:
+    def of(self, kind: RaceKind) -> list[RaceEvent]:
         return [e for e in self.events() if e.kind == kind]
 
-    def wait_for(self, kind: str, count: int = 1, timeout: float = 5.0,
+    def wait_for(self, kind: RaceKind, count: int = 1, timeout: float = 5.0,
                  since: int = 0) -> list[RaceEvent]:
         deadline = time.monotonic() + timeout
         while True:
@@ -330,188 +294,3 @@ class Park:
     def release(self, count: int = 1) -> None:
         s = self.slot
         s.released = min(s.parked, s.released + count)
-
-
-# ---------------------------------------------------------------------------
-# A server + clients + ledger rig shared by the race, stateful and sanitizer
-# tests: it drives the harness and turns what it saw into named defects.
-class RaceRig:
-    """One server (with the race library preloaded) and its clients.
-
-    defects() returns what went wrong, as sentences naming the defect."""
-
-    def __init__(self, variant: str, codecs: str = "gstreamer:mjpeg",
-                 env: dict[str, str] | None = None,
-                 preload_first: list[str] | None = None,
-                 park_timeout: float = 10.0,
-                 output_sink: list[str] | None = None) -> None:
-        """output_sink: on close(), the server process's whole output is
-        appended to it (sanitizer reports that go to stderr)."""
-        from .server import Server
-        self.variant = variant
-        self.output_sink = output_sink
-        self.races = Races(park_timeout=park_timeout,
-                           preload_first=preload_first)
-        full_env = dict(env or {})
-        renv = self.races.env()
-        if "LD_PRELOAD" in full_env:
-            renv["LD_PRELOAD"] = full_env.pop("LD_PRELOAD") + ":" + renv["LD_PRELOAD"]
-        full_env.update(renv)
-        try:
-            self.server = Server(codecs=codecs, variant=variant, env=full_env)
-        except BaseException:
-            self.races.close()
-            raise
-        self.races.attach(self.server)
-        self.display = self.server.display(0)
-        self.clients: dict[int, Any] = {}
-        self.draws: list[Any] = []
-        self.current: Any = None      # Image of the newest scanout
-        self.notes: list[str] = []    # defects found along the way
-
-    # -- actions ---------------------------------------------------------------
-    def scanout(self, image: Any) -> None:
-        self.display.scanout(image)
-        self.current = image
-
-    def connect(self, k: int = 0) -> Any:
-        from .client import Client
-        cli = Client.for_server(self.server)
-        self.clients[k] = cli
-        return cli
-
-    def disconnect(self, k: int) -> None:
-        cli = self.clients.pop(k, None)
-        if cli is not None:
-            cli.close()
-
-    def draw(self) -> Any:
-        h = self.display.draw()
-        self.draws.append(h)
-        return h
-
-    def draw_into(self, park: "Park", attempts: int = 15) -> Any:
-        """Draw until a thread parks at `park` (spice's rate control may drop
-        a frame that follows another closely: it is completed at once and
-        never encoded; then draw again)."""
-        for _ in range(attempts):
-            h = self.draw()
-            deadline = time.monotonic() + 3.0
-            while time.monotonic() < deadline:
-                if park.reached(0.02):
-                    return h
-                if h.done():
-                    break
-            else:
-                raise ParkTimeout(f"draw neither completed nor reached "
-                                  f"{park.name} within 3 s")
-            time.sleep(0.15)
-        raise ParkTimeout(f"{attempts} draws, none reached {park.name}")
-
-    def settle(self, timeout: float = 3.0) -> None:
-        """Wait until no draw is outstanding and every GstMemory made so far
-        was released (quiet ledger)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.server.alive():
-                return
-            ev = self.races.events()
-            allocs = sum(1 for e in ev if e.kind == "ALLOC")
-            rels = sum(1 for e in ev if e.kind == "RELEASE")
-            if allocs == rels and not self.display.draw_pending():
-                return
-            time.sleep(0.02)
-
-    # -- checks ------------------------------------------------------------------
-    def completions(self) -> dict[int, int]:
-        from .events import EventKind
-        out: dict[int, int] = {}
-        for e in self.server.events(EventKind.DRAW_DONE):
-            out[e.cookie] = out.get(e.cookie, 0) + 1
-        return out
-
-    def check_draws(self, timeout: float = 3.0) -> list[str]:
-        """Each QEMU draw completed exactly once, with its cookie."""
-        out: list[str] = []
-        deadline = time.monotonic() + timeout
-        for h in self.draws:
-            if not self.server.alive():
-                break
-            try:
-                h.wait(max(0.0, deadline - time.monotonic()))
-            except Exception:
-                out.append(f"missing completion: QEMU draw {h.cookie:#x} never "
-                           f"completed (QEMU's console stays blocked)")
-        if self.server.alive():
-            done = self.completions()
-            for h in self.draws:
-                if done.get(h.cookie, 0) > 1:
-                    out.append(f"draw {h.cookie:#x} completed "
-                               f"{done[h.cookie]} times")
-        return out
-
-    def check_shows(self, cli: Any, image: Any, timeout: float = 4.0,
-                    who: str = "client") -> list[str]:
-        from . import patterns
-        deadline = time.monotonic() + timeout
-        got = None
-        while True:
-            frame = cli.frame()
-            if frame is not None and (frame.width, frame.height) == (image.width, image.height):
-                probes = patterns.quadrant_probes(image.width, image.height)
-                bad = [(xy, frame.pixel(*xy), image.expected(*xy)) for xy in probes
-                       if not patterns.colour_close(frame.pixel(*xy), image.expected(*xy), 48)]
-                if not bad:
-                    return []
-                got = bad[0]
-            elif frame is not None:
-                got = ((frame.width, frame.height), None, (image.width, image.height))
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        if got is None:
-            return [f"{who} shows nothing (no surface) within {timeout} s"]
-        if got[1] is None:
-            return [f"wrong frame: {who} surface is {got[0]}, scanout is {got[2]}"]
-        return [f"wrong frame: {who} shows {got[1]} at {got[0]}, the scanout "
-                f"has {got[2]}"]
-
-    def defects(self) -> list[str]:
-        """Everything wrong so far: ledger violations, park timeouts, fatal
-        completions (stray, repeated, unknown cookie), a dead server."""
-        from .events import EventKind
-        out = list(self.notes)
-        for v in self.races.violations():
-            label = {"USE_AFTER_CLOSE": "use of a closed fd",
-                     "REUSED_FD": "use of a reused fd (another buffer's pixels)",
-                     "CLOSED_IN_USE": "fd closed while GStreamer still uses it"}[v.kind]
-            out.append(f"{label}: {v}")
-        for t in self.races.timeouts():
-            out.append(f"a thread stayed parked until the safety timeout: {t}")
-        if not self.server.alive():
-            out.append(str(self.server._crash_error("crash in the server's process")))
-        else:
-            for e in self.server.events(EventKind.FATAL):
-                out.append(f"stray completion (QEMU would crash): {e}")
-        return out
-
-    def close(self) -> None:
-        self.races.release_all()
-        for k in list(self.clients):
-            try:
-                self.disconnect(k)
-            except Exception:
-                pass
-        try:
-            self.server.close()
-        finally:
-            self.races.close()
-            if self.output_sink is not None:
-                self.output_sink.append(self.server.output())
-
-    def __enter__(self) -> "RaceRig":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _rpc
-from .errors import (DrawBusy, DrawTimeout, NoScanout, ServerCrashed,
-                     ShimError)
+from ._abi import RAW_MAX_PLANES, FdKind, Status
+from .drm import DRM_FORMAT_MOD_INVALID, DRM_FORMAT_XRGB8888
+from .errors import DrawTimeout, ServerCrashed, ShimError, for_status
 from .events import Event, EventKind
-from .patterns import DRM_FORMAT_XRGB8888, Image, bars, quadrants
+from .patterns import Image, bars, quadrants
 from .security import Security
 
 PATTERNS = {"quadrants": quadrants, "bars": bars}
@@ -89,12 +90,9 @@ class Server:
         except _rpc.WorkerDied:
             raise self._crash_error(f"server process died during {method}()") from None
         except _rpc.RpcError as e:
-            code, _, msg = e.message.partition("|")
-            if code == "BUSY":
-                raise DrawBusy(msg) from None
-            if code == "NO_SCANOUT":
-                raise NoScanout(msg) from None
-            raise ShimError(f"{method}: {e.message}") from None
+            if e.status is None:
+                raise ShimError(f"{method}: {e}") from None
+            raise for_status(Status(e.status), e.message) from None
 
     def _crash_error(self, what: str) -> ServerCrashed:
         rc = self._worker.wait(5)
@@ -265,14 +263,15 @@ class DrawHandle:
         """Wait for async_complete with this draw's cookie."""
         ret = self.server._call("wait_draw", self.display, self.cookie,
                                 int(timeout * 1000))
-        if ret == 0:
+        status = Status(ret)
+        if status == Status.OK:
             return
-        if ret == -6:
+        if status == Status.TIMEOUT:
             raise DrawTimeout(
                 f"display {self.display}: draw {self.cookie:#x} not completed "
                 f"within {timeout} s (spice-server never called async_complete;"
                 " a stock build with no encoder or a stuck client does this)")
-        raise ShimError(f"wait for draw {self.cookie:#x}: status {ret}")
+        raise for_status(status, f"wait for draw {self.cookie:#x}")
 
     def done(self) -> bool:
         try:
@@ -321,7 +320,7 @@ class Display:
 
     def scanout_planes(self, data: bytes, width: int, height: int,
                        offsets: list[int], strides: list[int], fourcc: int,
-                       modifier: int = 0x00ffffffffffffff, y0_top: bool = False,
+                       modifier: int = DRM_FORMAT_MOD_INVALID, y0_top: bool = False,
                        separate_fds: bool = False) -> None:
         """spice_qxl_gl_scanout2 (multi-plane; modifier default
         DRM_FORMAT_MOD_INVALID)."""
@@ -338,7 +337,7 @@ class Display:
                     data: bytes = b"", num_planes: int | None = None,
                     planes: "list[tuple[int | str, int, int]] | None" = None,
                     scanout2: bool = False,
-                    modifier: int = 0x00ffffffffffffff,
+                    modifier: int = DRM_FORMAT_MOD_INVALID,
                     y0_top: bool = False) -> None:
         """A scanout with fields exactly as a device model could pass them,
         unchecked (bad-input tests).
@@ -350,15 +349,16 @@ class Display:
         from fd/stride); num_planes: the count passed to spice (default
         len(planes), may be 0 or more than 4).  All "memfd" planes share one
         memfd.  scanout2=False calls spice_qxl_gl_scanout (plane 0 only)."""
-        kinds = {"memfd": 0, "closed": 2, "pipe": 3, "socket": 4}
+        kinds = {"memfd": FdKind.MEMFD, "closed": FdKind.CLOSED,
+                 "pipe": FdKind.PIPE, "socket": FdKind.SOCKET}
         if planes is None:
             planes = [(fd, 0, stride)]
-        if not 1 <= len(planes) <= 8:
-            raise ValueError("planes: 1..8 slots")
+        if not 1 <= len(planes) <= RAW_MAX_PLANES:
+            raise ValueError(f"planes: 1..{RAW_MAX_PLANES} slots")
         fd_kinds, raw_fds = [], []
         for pfd, _, _ in planes:
             if isinstance(pfd, int):
-                fd_kinds.append(1)
+                fd_kinds.append(FdKind.VALUE)
                 raw_fds.append(pfd)
             elif pfd in kinds:
                 fd_kinds.append(kinds[pfd])

@@ -14,10 +14,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from helpers import assert_shows
-from spice_initial_draw import (ClientError, DrawTimeout, ServerCrashed,
-                                SidError, patterns)
+from spice_initial_draw import (
+    ClientError,
+    DrawTimeout,
+    ServerCrashed,
+    SidError,
+    patterns,
+)
 from spice_initial_draw.events import EventKind
+
+from .assertions import assert_shows
 
 XRGB = patterns.DRM_FORMAT_XRGB8888
 NV12 = patterns.DRM_FORMAT_NV12
