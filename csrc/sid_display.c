@@ -392,7 +392,7 @@ void sid_display_fake_complete(sid_display *d, uint64_t cookie)
     sid_core_call(&d->srv->core, do_fake_complete, args);
 }
 
-/* ---- raw scanouts (sid_raw.c) ---------------------------------------- */
+/* ---- raw scanouts (sid_bad_scanout.c) -------------------------------- */
 typedef struct {
     sid_display *d;
     int use_scanout2;

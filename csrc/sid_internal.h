@@ -10,8 +10,9 @@
  *   sid_server.c   spice server setup/teardown, port choice, public entry
  *                  points that marshal onto the core thread
  *   sid_info.c     library path / version helpers
- *   sid_raw.c      raw (possibly invalid) scanouts: fds of every kind QEMU
- *                  could pass, unchecked geometry, for the bad-input tests
+ *   sid_bad_scanout.c  raw (possibly invalid) scanouts: fds of every kind
+ *                  QEMU could pass, unchecked geometry, for the bad-input
+ *                  tests
  *
  * All state lives in a sid_server context.  The only process-wide state
  * is the pointer to the live server (SpiceCoreInterface callbacks carry no
@@ -94,7 +95,7 @@ int sid_display_do_scanout(sid_display *d, const int *fds, uint32_t width,
                            const uint32_t *strides, uint32_t num_planes,
                            uint32_t fourcc, uint64_t modifier, int y0_top,
                            int single);
-/* Raw scanout (sid_raw.c): fds/offsets/strides have SID_RAW_MAX_PLANES
+/* Raw scanout (sid_bad_scanout.c): fds/offsets/strides have SID_RAW_MAX_PLANES
  * entries; num_planes is passed to spice unchecked. */
 void sid_display_do_scanout_raw(sid_display *d, int use_scanout2,
                                 const int *fds, uint32_t width,

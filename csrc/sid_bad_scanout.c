@@ -1,6 +1,6 @@
-/* sid_raw.c - raw scanouts: the fields of spice_qxl_gl_scanout{,2} exactly
- * as a device model could pass them, good or bad, for the bad-input tests
- * (tests/test_bad_scanouts*.py).
+/* sid_bad_scanout.c - raw, unchecked scanouts: the fields of
+ * spice_qxl_gl_scanout{,2} exactly as a device model could pass them, good
+ * or bad, for the bad-input tests (tests/test_bad_scanouts*.py).
  *
  * QEMU passes spice a dup() of the guest's dmabuf and spice owns it; a
  * buggy device model could as well pass -1, a number that is not open, a
