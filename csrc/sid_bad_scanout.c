@@ -150,9 +150,8 @@ int sid_display_scanout_raw(sid_server *srv, int display, int use_scanout2,
                             uint64_t modifier, int y0_top,
                             char *err, size_t errlen)
 {
-    if (!srv || display < 0 || display >= srv->n_displays) {
-        sid_set_err(err, errlen, "no display %d (server has %d)", display,
-                srv ? srv->n_displays : 0);
+    sid_display *d = sid_display_get(srv, display, err, errlen);
+    if (!d) {
         return SID_ERR_ARG;
     }
     if (n < 1 || n > SID_RAW_MAX_PLANES || !fd_kinds || !raw_fds ||
@@ -161,7 +160,6 @@ int sid_display_scanout_raw(sid_server *srv, int display, int use_scanout2,
                 SID_RAW_MAX_PLANES, n);
         return SID_ERR_ARG;
     }
-    sid_display *d = &srv->displays[display];
     /* what spice gets: always SID_RAW_MAX_PLANES entries, unused ones -1/0 */
     int fds[SID_RAW_MAX_PLANES];
     uint32_t offs[SID_RAW_MAX_PLANES] = { 0 };

@@ -2,13 +2,15 @@
  * sid_internal.h - types shared between the shim's source files.
  *
  * Layout: one responsibility per file.
- *   sid_log.c      event log (thread-safe, monotonic timestamps)
+ *   sid_log.c      event log (thread-safe, monotonic timestamps), error
+ *                  messages
  *   sid_core.c     SpiceCoreInterface on a GMainContext running on its own
  *                  thread (QEMU's main loop) + marshalling of calls onto it
  *   sid_display.c  one QXL instance per display: QXLInterface callbacks,
- *                  scanouts from memfds, draws, cookies, the 1 s warning
- *   sid_server.c   spice server setup/teardown, port choice, public entry
- *                  points that marshal onto the core thread
+ *                  scanouts from memfds, draws, cookies, the 1 s warning;
+ *                  the display entry points, marshalled onto the core thread
+ *   sid_refresh.c  QEMU 10.1's remote GL mode: updates, the refresh tick
+ *   sid_server.c   spice server setup/teardown, port choice, ticket
  *   sid_info.c     library path / version helpers
  *   sid_bad_scanout.c  raw (possibly invalid) scanouts: fds of every kind
  *                  QEMU could pass, unchecked geometry, for the bad-input
@@ -83,11 +85,12 @@ typedef struct sid_display {
 } sid_display;
 
 void sid_display_init(sid_display *d, struct sid_server *srv, int id);
-/* sid_refresh.c: QEMU 10.1's remote GL mode, on the core thread */
-void sid_refresh_start(sid_display *d, int max_refresh_rate);
-void sid_refresh_stop(sid_display *d);
-void sid_refresh_update(sid_display *d);
 void sid_display_cleanup(sid_display *d);
+/* The display of a public call, or NULL with a message in err. */
+sid_display *sid_display_get(struct sid_server *srv, int display, char *err,
+                             size_t errlen);
+/* sid_refresh.c: stop QEMU 10.1's refresh tick (core thread) */
+void sid_refresh_stop(sid_display *d);
 extern const QXLInterface sid_qxl_interface;
 /* called from any thread; marshal onto the core thread */
 int sid_display_do_scanout(sid_display *d, const int *fds, uint32_t width,
