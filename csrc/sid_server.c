@@ -244,7 +244,7 @@ void sid_server_free(sid_server *srv)
         return;
     }
     g_mutex_lock(&srv->lock);
-    srv->stopping = 1;
+    srv->stopping = true;
     g_cond_broadcast(&srv->cond);
     g_mutex_unlock(&srv->lock);
     if (srv->core.thread) {
