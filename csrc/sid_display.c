@@ -12,12 +12,18 @@
  *  - set_client_capabilities: QEMU ignores it; the shim logs it (it is
  *    how the shim sees display-channel clients come and go).
  *
- * Runs on the core thread except the QXLInterface callbacks, which
- * spice-server may call from its worker thread (as in QEMU).
+ * The do_* functions run on the core thread, the QXLInterface callbacks
+ * on whichever thread spice-server calls them from (its worker, as in
+ * QEMU), the public entry points (sid_display_*) on any thread.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "sid_internal.h"
@@ -156,7 +162,8 @@ static void rewrite_buffer(sid_display *d)
     d->rewrite_fd = -1;
 }
 
-void sid_display_keep_buffer(sid_display *d, int guest_fd)
+/* Keep a dup of the scanout's memfd if a rewrite is armed (srv->lock). */
+static void keep_buffer(sid_display *d, int guest_fd)
 {
     if (!d->rewrite) {
         return;
@@ -186,7 +193,7 @@ static void iface_async_complete(QXLInstance *qin, uint64_t cookie)
         g_mutex_unlock(&srv->lock);
         return;
     }
-    gboolean repeated = g_hash_table_contains(d->completed, &cookie);
+    bool repeated = g_hash_table_contains(d->completed, &cookie);
     uint64_t pending = d->pending_cookie;
     g_mutex_unlock(&srv->lock);
     sid_log_add(&srv->log, SID_EV_FATAL, d->id, cookie, 0, 0, 0, 0,
@@ -262,51 +269,33 @@ void sid_display_cleanup(sid_display *d)
 /* ---- operations on the core thread ----------------------------------- */
 typedef struct {
     sid_display *d;
-    int fds[4];
-    uint32_t width, height, offsets[4], strides[4], num_planes, fourcc;
-    uint64_t modifier;
-    int y0_top;
-    int single;
+    const sid_dmabuf *buf;
 } scanout_args;
 
+/* The shim's only spice_qxl_gl_scanout{,2} call (spice_gl_scanout_dmabuf) */
 static void do_scanout(void *p)
 {
     scanout_args *a = p;
     sid_display *d = a->d;
-    if (a->single) {
-        spice_qxl_gl_scanout(&d->qxl, a->fds[0], a->width, a->height,
-                             a->strides[0], a->fourcc, a->y0_top);
+    const sid_dmabuf *b = a->buf;
+    if (b->scanout2) {
+        spice_qxl_gl_scanout2(&d->qxl, b->fds, b->width, b->height, b->offsets,
+                              b->strides, b->num_planes, b->fourcc, b->modifier,
+                              b->y0_top);
     } else {
-        spice_qxl_gl_scanout2(&d->qxl, a->fds, a->width, a->height,
-                              a->offsets, a->strides, a->num_planes,
-                              a->fourcc, a->modifier, a->y0_top);
+        spice_qxl_gl_scanout(&d->qxl, b->fds[0], b->width, b->height,
+                             b->strides[0], b->fourcc, b->y0_top);
     }
-    d->have_scanout = 1;
-    d->width = a->width;
-    d->height = a->height;
+    /* QEMU believes it has a scanout whatever spice made of it, and draws */
+    d->have_scanout = true;
+    d->width = b->width;
+    d->height = b->height;
 }
 
-int sid_display_do_scanout(sid_display *d, const int *fds, uint32_t width,
-                           uint32_t height, const uint32_t *offsets,
-                           const uint32_t *strides, uint32_t num_planes,
-                           uint32_t fourcc, uint64_t modifier, int y0_top,
-                           int single)
+void sid_display_do_scanout(sid_display *d, const sid_dmabuf *buf)
 {
-    scanout_args a = { .d = d, .width = width, .height = height,
-                       .num_planes = num_planes, .fourcc = fourcc,
-                       .modifier = modifier, .y0_top = y0_top,
-                       .single = single };
-    for (uint32_t i = 0; i < num_planes; i++) {
-        a.fds[i] = fds[i];
-        a.offsets[i] = offsets[i];
-        a.strides[i] = strides[i];
-    }
+    scanout_args a = { .d = d, .buf = buf };
     sid_core_call(&d->srv->core, do_scanout, &a);
-    sid_log_add(&d->srv->log, SID_EV_SCANOUT, d->id, 0, width, height,
-                num_planes, fourcc, "%s %ux%u stride=%u fourcc=0x%08x y0_top=%d",
-                single ? "gl_scanout" : "gl_scanout2", width, height,
-                strides[0], fourcc, y0_top);
-    return SID_OK;
 }
 
 static gboolean warn_timer_cb(gpointer p)
@@ -379,64 +368,267 @@ int sid_display_do_draw(sid_display *d, uint32_t x, uint32_t y, uint32_t w,
     return a.ret;
 }
 
-static void do_fake_complete(void *p)
-{
-    void **args = p;
-    sid_display *d = args[0];
-    iface_async_complete(&d->qxl, *(uint64_t *)args[1]);
-}
-
-void sid_display_fake_complete(sid_display *d, uint64_t cookie)
-{
-    void *args[2] = { d, &cookie };
-    sid_core_call(&d->srv->core, do_fake_complete, args);
-}
-
-/* ---- raw scanouts (sid_raw.c) ---------------------------------------- */
 typedef struct {
     sid_display *d;
-    int use_scanout2;
-    const int *fds;
-    const uint32_t *offsets, *strides;
-    uint32_t width, height, num_planes, fourcc;
-    uint64_t modifier;
-    int y0_top;
-} raw_scanout_args;
+    uint64_t cookie;
+} complete_args;
 
-static void do_scanout_raw(void *p)
+static void do_fake_complete(void *p)
 {
-    raw_scanout_args *a = p;
-    sid_display *d = a->d;
-    if (!a->use_scanout2) {
-        spice_qxl_gl_scanout(&d->qxl, a->fds[0], a->width, a->height,
-                             a->strides[0], a->fourcc, a->y0_top);
-    } else {
-        spice_qxl_gl_scanout2(&d->qxl, a->fds, a->width, a->height,
-                              a->offsets, a->strides, a->num_planes,
-                              a->fourcc, a->modifier, a->y0_top);
-    }
-    /* QEMU believes it has a scanout whatever spice made of it, and draws */
-    d->have_scanout = 1;
-    d->width = a->width;
-    d->height = a->height;
+    complete_args *a = p;
+    iface_async_complete(&a->d->qxl, a->cookie);
 }
 
-void sid_display_do_scanout_raw(sid_display *d, int use_scanout2,
-                                const int *fds, uint32_t width,
-                                uint32_t height, const uint32_t *offsets,
-                                const uint32_t *strides, uint32_t num_planes,
-                                uint32_t fourcc, uint64_t modifier, int y0_top)
+/* ---- public entry points (any thread) -------------------------------- */
+sid_display *sid_display_get(sid_server *srv, int display, char *err, size_t errlen)
 {
-    raw_scanout_args a = { .d = d, .use_scanout2 = use_scanout2, .fds = fds,
-                           .offsets = offsets, .strides = strides,
-                           .width = width, .height = height,
-                           .num_planes = num_planes, .fourcc = fourcc,
-                           .modifier = modifier, .y0_top = y0_top };
-    sid_core_call(&d->srv->core, do_scanout_raw, &a);
-    sid_log_add(&d->srv->log, SID_EV_SCANOUT, d->id, 0, width, height,
-                num_planes, fourcc,
-                "%s (raw) %ux%u stride=%u offset=%u planes=%u fourcc=0x%08x"
-                " fd=%d y0_top=%d",
-                use_scanout2 ? "gl_scanout2" : "gl_scanout", width, height,
-                strides[0], offsets[0], num_planes, fourcc, fds[0], y0_top);
+    if (!srv || display < 0 || display >= srv->n_displays) {
+        sid_set_err(err, errlen, "no display %d (server has %d)", display,
+                srv ? srv->n_displays : 0);
+        return NULL;
+    }
+    return &srv->displays[display];
+}
+
+/* The "guest buffer": a sealed-size memfd, stand-in for a DMA-BUF. */
+static int make_memfd(const char *name, const uint8_t *data, size_t len,
+                      char *err, size_t errlen)
+{
+    int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) {
+        sid_set_err(err, errlen, "memfd_create: %s", g_strerror(errno));
+        return -1;
+    }
+    size_t off = 0;
+    if (ftruncate(fd, (off_t)len) != 0) {
+        goto fail;
+    }
+    while (off < len) {
+        ssize_t n = pwrite(fd, data + off, len - off, (off_t)off);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            goto fail;
+        }
+        off += (size_t)n;
+    }
+    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW);
+    return fd;
+fail:
+    sid_set_err(err, errlen, "writing memfd of %zu bytes: %s", len, g_strerror(errno));
+    close(fd);
+    return -1;
+}
+
+/* The guest's buffer behind a scanout (QEMU: its dmabuf; here memfds). */
+typedef struct {
+    const uint8_t *data;
+    size_t len;
+    bool separate_fds;          /* a memfd per plane, else dup()s of one */
+} guest_buffer;
+
+/* Scan out the planes of buf from memfds holding g's data: spice gets
+ * dup()s in buf->fds and closes them; the shim closes its own (QEMU). */
+static int scanout_guest_buffer(sid_display *d, const guest_buffer *g,
+                                sid_dmabuf *buf, char *err, size_t errlen)
+{
+    if (buf->num_planes < 1 || buf->num_planes > SID_MAX_PLANES || !g->data ||
+        buf->width == 0 || buf->height == 0) {
+        sid_set_err(err, errlen, "invalid scanout: %ux%u, %u planes (need 1..4)",
+                buf->width, buf->height, buf->num_planes);
+        return SID_ERR_ARG;
+    }
+    for (uint32_t i = 0; i < buf->num_planes; i++) {
+        if (buf->strides[i] == 0 || (uint64_t)buf->offsets[i] > g->len) {
+            sid_set_err(err, errlen, "plane %u: offset %u / stride %u do not fit"
+                    " a buffer of %zu bytes", i, buf->offsets[i], buf->strides[i],
+                    g->len);
+            return SID_ERR_ARG;
+        }
+    }
+    int guest[SID_MAX_PLANES] = { -1, -1, -1, -1 };
+    int ret = SID_OK;
+    for (int i = 0; i < SID_RAW_MAX_PLANES; i++) {
+        buf->fds[i] = -1;
+    }
+    for (uint32_t i = 0; i < buf->num_planes; i++) {
+        if (i == 0 || g->separate_fds) {
+            char name[64];
+            snprintf(name, sizeof(name), "sid-scanout-d%d-p%u", d->id, i);
+            guest[i] = make_memfd(name, g->data, g->len, err, errlen);
+            if (guest[i] < 0) {
+                ret = SID_ERR_SYS;
+                goto out;
+            }
+        }
+        int src = g->separate_fds ? guest[i] : guest[0];
+        buf->fds[i] = fcntl(src, F_DUPFD_CLOEXEC, 0);
+        if (buf->fds[i] < 0) {
+            sid_set_err(err, errlen, "dup: %s", g_strerror(errno));
+            ret = SID_ERR_SYS;
+            goto out;
+        }
+    }
+    sid_display_do_scanout(d, buf);
+    sid_log_add(&d->srv->log, SID_EV_SCANOUT, d->id, 0, buf->width, buf->height,
+                buf->num_planes, buf->fourcc,
+                "%s %ux%u stride=%u fourcc=0x%08x y0_top=%d",
+                buf->scanout2 ? "gl_scanout2" : "gl_scanout", buf->width,
+                buf->height, buf->strides[0], buf->fourcc, buf->y0_top);
+    g_mutex_lock(&d->srv->lock);
+    keep_buffer(d, guest[0]);
+    g_mutex_unlock(&d->srv->lock);
+    for (uint32_t i = 0; i < buf->num_planes; i++) {
+        buf->fds[i] = -1;   /* owned by spice-server now */
+    }
+out:
+    for (int i = 0; i < SID_MAX_PLANES; i++) {
+        if (buf->fds[i] >= 0) {
+            close(buf->fds[i]);
+        }
+        if (guest[i] >= 0) {
+            close(guest[i]);
+        }
+    }
+    return ret;
+}
+
+int sid_display_scanout(sid_server *srv, int display,
+                        const uint8_t *data, size_t len,
+                        uint32_t width, uint32_t height, uint32_t stride,
+                        uint32_t fourcc, bool y0_top,
+                        char *err, size_t errlen)
+{
+    if ((uint64_t)stride * height > len) {
+        sid_set_err(err, errlen, "buffer of %zu bytes is smaller than stride %u x"
+                " height %u", len, stride, height);
+        return SID_ERR_ARG;
+    }
+    sid_display *d = sid_display_get(srv, display, err, errlen);
+    if (!d) {
+        return SID_ERR_ARG;
+    }
+    guest_buffer g = { .data = data, .len = len };
+    sid_dmabuf buf = { .strides = { stride }, .num_planes = 1, .width = width,
+                       .height = height, .fourcc = fourcc, .y0_top = y0_top };
+    return scanout_guest_buffer(d, &g, &buf, err, errlen);
+}
+
+int sid_display_scanout2(sid_server *srv, int display,
+                         const uint8_t *data, size_t len,
+                         uint32_t width, uint32_t height,
+                         const uint32_t *offsets, const uint32_t *strides,
+                         uint32_t num_planes, uint32_t fourcc,
+                         uint64_t modifier, bool y0_top, bool separate_fds,
+                         char *err, size_t errlen)
+{
+    sid_display *d = sid_display_get(srv, display, err, errlen);
+    if (!d) {
+        return SID_ERR_ARG;
+    }
+    guest_buffer g = { .data = data, .len = len, .separate_fds = separate_fds };
+    sid_dmabuf buf = { .num_planes = num_planes, .width = width, .height = height,
+                       .fourcc = fourcc, .modifier = modifier, .y0_top = y0_top,
+                       .scanout2 = true };
+    /* more than SID_MAX_PLANES is refused by scanout_guest_buffer() */
+    for (uint32_t i = 0; i < num_planes && i < SID_MAX_PLANES; i++) {
+        buf.offsets[i] = offsets[i];
+        buf.strides[i] = strides[i];
+    }
+    return scanout_guest_buffer(d, &g, &buf, err, errlen);
+}
+
+int sid_display_draw(sid_server *srv, int display,
+                     uint32_t x, uint32_t y, uint32_t w, uint32_t h,
+                     uint64_t *cookie, char *err, size_t errlen)
+{
+    sid_display *d = sid_display_get(srv, display, err, errlen);
+    if (!d) {
+        return SID_ERR_ARG;
+    }
+    int ret = sid_display_do_draw(d, x, y, w, h, cookie);
+    if (ret == SID_ERR_BUSY) {
+        sid_set_err(err, errlen, "display %d: a draw is still outstanding (QEMU"
+                " blocks the console until async_complete); wait for it first",
+                display);
+    } else if (ret == SID_ERR_NO_SCANOUT) {
+        sid_set_err(err, errlen, "display %d: draw without a scanout; call"
+                " scanout first", display);
+    }
+    return ret;
+}
+
+int sid_display_wait_draw(sid_server *srv, int display, uint64_t cookie,
+                          int timeout_ms)
+{
+    sid_display *d = sid_display_get(srv, display, NULL, 0);
+    if (!d) {
+        return SID_ERR_ARG;
+    }
+    gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+    int ret;
+    g_mutex_lock(&srv->lock);
+    for (;;) {
+        if (g_hash_table_contains(d->completed, &cookie)) {
+            ret = SID_OK;
+            break;
+        }
+        if (d->pending_cookie != cookie) {
+            ret = SID_ERR_ARG;
+            break;
+        }
+        if (srv->stopping) {
+            ret = SID_ERR_STOPPED;
+            break;
+        }
+        if (!g_cond_wait_until(&srv->cond, &srv->lock, deadline)) {
+            ret = g_hash_table_contains(d->completed, &cookie) ? SID_OK
+                                                               : SID_ERR_TIMEOUT;
+            break;
+        }
+    }
+    g_mutex_unlock(&srv->lock);
+    return ret;
+}
+
+bool sid_display_draw_pending(sid_server *srv, int display)
+{
+    sid_display *d = sid_display_get(srv, display, NULL, 0);
+    if (!d) {
+        return false;
+    }
+    g_mutex_lock(&srv->lock);
+    bool pending = d->pending_cookie != 0;
+    g_mutex_unlock(&srv->lock);
+    return pending;
+}
+
+void sid_test_async_complete(sid_server *srv, int display, uint64_t cookie)
+{
+    sid_display *d = sid_display_get(srv, display, NULL, 0);
+    if (d) {
+        complete_args a = { .d = d, .cookie = cookie };
+        sid_core_call(&srv->core, do_fake_complete, &a);
+    }
+}
+
+int sid_display_rewrite_on_complete(sid_server *srv, int display,
+                                    const uint8_t *data, size_t len,
+                                    char *err, size_t errlen)
+{
+    sid_display *d = sid_display_get(srv, display, err, errlen);
+    if (!d) {
+        return SID_ERR_ARG;
+    }
+    if (!data || len == 0) {
+        sid_set_err(err, errlen, "rewrite_on_complete: no data");
+        return SID_ERR_ARG;
+    }
+    g_mutex_lock(&srv->lock);
+    g_free(d->rewrite);
+    d->rewrite = g_memdup2(data, len);
+    d->rewrite_len = len;
+    g_mutex_unlock(&srv->lock);
+    return SID_OK;
 }

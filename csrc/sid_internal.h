@@ -2,16 +2,19 @@
  * sid_internal.h - types shared between the shim's source files.
  *
  * Layout: one responsibility per file.
- *   sid_log.c      event log (thread-safe, monotonic timestamps)
+ *   sid_log.c      event log (thread-safe, monotonic timestamps), error
+ *                  messages
  *   sid_core.c     SpiceCoreInterface on a GMainContext running on its own
  *                  thread (QEMU's main loop) + marshalling of calls onto it
  *   sid_display.c  one QXL instance per display: QXLInterface callbacks,
- *                  scanouts from memfds, draws, cookies, the 1 s warning
- *   sid_server.c   spice server setup/teardown, port choice, public entry
- *                  points that marshal onto the core thread
+ *                  scanouts from memfds, draws, cookies, the 1 s warning;
+ *                  the display entry points, marshalled onto the core thread
+ *   sid_refresh.c  QEMU 10.1's remote GL mode: updates, the refresh tick
+ *   sid_server.c   spice server setup/teardown, port choice, ticket
  *   sid_info.c     library path / version helpers
- *   sid_raw.c      raw (possibly invalid) scanouts: fds of every kind QEMU
- *                  could pass, unchecked geometry, for the bad-input tests
+ *   sid_bad_scanout.c  raw (possibly invalid) scanouts: fds of every kind
+ *                  QEMU could pass, unchecked geometry, for the bad-input
+ *                  tests
  *
  * All state lives in a sid_server context.  The only process-wide state
  * is the pointer to the live server (SpiceCoreInterface callbacks carry no
@@ -20,11 +23,13 @@
 #ifndef SID_INTERNAL_H
 #define SID_INTERNAL_H
 
+#include <stdbool.h>
 #include <glib.h>
 #include <spice.h>
 #include "sid_shim.h"
 
 #define SID_MAX_DISPLAYS 8
+#define SID_MAX_PLANES 4        /* QEMU's DMABUF_MAX_PLANES */
 #define SID_DRAW_WARN_MS 1000   /* QEMU: "no gl-draw-done within one second" */
 
 /* ---- event log ---------------------------------------------------- */
@@ -67,7 +72,7 @@ typedef struct sid_display {
     QXLInstance qxl;            /* first member: container_of is a cast */
     struct sid_server *srv;
     int id;
-    int have_scanout;
+    bool have_scanout;
     uint64_t next_seq;
     uint64_t pending_cookie;    /* 0: no draw outstanding */
     int64_t pending_since_ns;
@@ -82,30 +87,33 @@ typedef struct sid_display {
 } sid_display;
 
 void sid_display_init(sid_display *d, struct sid_server *srv, int id);
-/* sid_refresh.c: QEMU 10.1's remote GL mode, on the core thread */
-void sid_refresh_start(sid_display *d, int max_refresh_rate);
-void sid_refresh_stop(sid_display *d);
-void sid_refresh_update(sid_display *d);
 void sid_display_cleanup(sid_display *d);
+/* The display of a public call, or NULL with a message in err. */
+sid_display *sid_display_get(struct sid_server *srv, int display, char *err,
+                             size_t errlen);
+/* sid_refresh.c: stop QEMU 10.1's refresh tick (core thread) */
+void sid_refresh_stop(sid_display *d);
 extern const QXLInterface sid_qxl_interface;
-/* called from any thread; marshal onto the core thread */
-int sid_display_do_scanout(sid_display *d, const int *fds, uint32_t width,
-                           uint32_t height, const uint32_t *offsets,
-                           const uint32_t *strides, uint32_t num_planes,
-                           uint32_t fourcc, uint64_t modifier, int y0_top,
-                           int single);
-/* Raw scanout (sid_raw.c): fds/offsets/strides have SID_RAW_MAX_PLANES
- * entries; num_planes is passed to spice unchecked. */
-void sid_display_do_scanout_raw(sid_display *d, int use_scanout2,
-                                const int *fds, uint32_t width,
-                                uint32_t height, const uint32_t *offsets,
-                                const uint32_t *strides, uint32_t num_planes,
-                                uint32_t fourcc, uint64_t modifier, int y0_top);
-/* Keep a dup of the scanout's memfd if a rewrite is armed (srv->lock). */
-void sid_display_keep_buffer(sid_display *d, int guest_fd);
+
+/* The shim's QemuDmaBuf: the fields of one spice_qxl_gl_scanout{,2} call.
+ * SID_RAW_MAX_PLANES slots, so that a raw scanout can pass any num_planes
+ * (sid_bad_scanout.c); a good one uses SID_MAX_PLANES at most. */
+typedef struct sid_dmabuf {
+    int fds[SID_RAW_MAX_PLANES];
+    uint32_t offsets[SID_RAW_MAX_PLANES];
+    uint32_t strides[SID_RAW_MAX_PLANES];
+    uint32_t num_planes;
+    uint32_t width, height, fourcc;
+    uint64_t modifier;
+    bool y0_top;
+    bool scanout2;              /* spice_qxl_gl_scanout2, else plane 0 only */
+} sid_dmabuf;
+
+/* From any thread, run on the core thread: scan out buf (spice owns the fds
+ * it was given from then on); draw with a fresh cookie. */
+void sid_display_do_scanout(sid_display *d, const sid_dmabuf *buf);
 int sid_display_do_draw(sid_display *d, uint32_t x, uint32_t y, uint32_t w,
                         uint32_t h, uint64_t *cookie);
-void sid_display_fake_complete(sid_display *d, uint64_t cookie);
 
 /* ---- server ------------------------------------------------------- */
 struct sid_server {
@@ -118,7 +126,7 @@ struct sid_server {
     sid_display displays[SID_MAX_DISPLAYS];
     GMutex lock;                /* draw state of all displays */
     GCond cond;                 /* signalled on every draw completion */
-    int stopping;
+    bool stopping;
 };
 
 #endif

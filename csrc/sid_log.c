@@ -7,6 +7,17 @@
 
 #include "sid_internal.h"
 
+void sid_set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || !errlen) {
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
 int64_t sid_monotonic_ns(void)
 {
     struct timespec ts;
@@ -91,4 +102,19 @@ int sid_log_fatal_count(sid_log *log)
     int n = log->fatal_count;
     g_mutex_unlock(&log->lock);
     return n;
+}
+
+size_t sid_log_count(sid_server *srv)
+{
+    return sid_log_len(&srv->log);
+}
+
+int sid_log_get(sid_server *srv, size_t index, sid_event *out)
+{
+    return sid_log_copy(&srv->log, index, out);
+}
+
+int sid_fatal_count(sid_server *srv)
+{
+    return sid_log_fatal_count(&srv->log);
 }

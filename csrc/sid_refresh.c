@@ -7,7 +7,7 @@
  * Updates made while a draw is outstanding are drawn at the first tick
  * after it completed.  Nothing is drawn on connect or while idle.
  *
- * All on the core thread (QEMU's main loop).
+ * Ticks and counts on the core thread (QEMU's main loop).
  */
 #include "sid_internal.h"
 
@@ -23,14 +23,6 @@ static gboolean refresh_tick(gpointer opaque)
     return G_SOURCE_CONTINUE;
 }
 
-void sid_refresh_start(sid_display *d, int max_refresh_rate)
-{
-    sid_refresh_stop(d);
-    d->refresh_timer = g_timeout_source_new(1000 / max_refresh_rate);
-    g_source_set_callback(d->refresh_timer, refresh_tick, d, NULL);
-    g_source_attach(d->refresh_timer, d->srv->core.ctx);
-}
-
 void sid_refresh_stop(sid_display *d)
 {
     if (d->refresh_timer) {
@@ -40,7 +32,57 @@ void sid_refresh_stop(sid_display *d)
     }
 }
 
-void sid_refresh_update(sid_display *d)
+static void refresh_start(sid_display *d, int max_refresh_rate)
 {
+    sid_refresh_stop(d);
+    d->refresh_timer = g_timeout_source_new(1000 / max_refresh_rate);
+    g_source_set_callback(d->refresh_timer, refresh_tick, d, NULL);
+    g_source_attach(d->refresh_timer, d->srv->core.ctx);
+}
+
+typedef struct {
+    sid_server *srv;
+    int rate;
+} refresh_args;
+
+static void do_set_refresh_rate(void *p)
+{
+    refresh_args *a = p;
+    for (int i = 0; i < a->srv->n_displays; i++) {
+        if (a->rate > 0) {
+            refresh_start(&a->srv->displays[i], a->rate);
+        } else {
+            sid_refresh_stop(&a->srv->displays[i]);
+        }
+    }
+}
+
+int sid_server_set_refresh_rate(sid_server *srv, int max_refresh_rate,
+                                char *err, size_t errlen)
+{
+    /* QEMU: "max refresh rate/fps is invalid" for <= 0; 0 here stops */
+    if (!srv || max_refresh_rate < 0 || max_refresh_rate > 1000) {
+        sid_set_err(err, errlen, "max refresh rate %d: use 1..1000 per second, "
+                    "or 0 to stop", max_refresh_rate);
+        return SID_ERR_ARG;
+    }
+    refresh_args a = { .srv = srv, .rate = max_refresh_rate };
+    sid_core_call(&srv->core, do_set_refresh_rate, &a);
+    return SID_OK;
+}
+
+static void do_update(void *p)
+{
+    sid_display *d = p;
     d->gl_updates++;
+}
+
+int sid_display_update(sid_server *srv, int display, char *err, size_t errlen)
+{
+    sid_display *d = sid_display_get(srv, display, err, errlen);
+    if (!d) {
+        return SID_ERR_ARG;
+    }
+    sid_core_call(&srv->core, do_update, d);
+    return SID_OK;
 }

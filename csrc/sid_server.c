@@ -1,6 +1,6 @@
 /* sid_server.c - spice server setup and teardown, in the order QEMU's
  * ui/spice-core.c (qemu_spice_init) and ui/spice-display.c use, and the
- * public entry points of the shim.
+ * server's own settings (ports, ticket).
  *
  * Every spice_server_* / spice_qxl_* call is made on the core thread
  * (sid_core_call), as QEMU makes them from its main loop.
@@ -10,13 +10,9 @@
 #endif
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <netinet/in.h>
 #include <stdio.h>
-#include <string.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -24,17 +20,6 @@
 
 static GMutex live_lock;
 static sid_server *live_server;   /* one spice server per process, as QEMU */
-
-void sid_set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen) {
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* A free loopback port: bind port 0, read it back, release it.  QEMU is
  * given a fixed port; a test harness cannot know one in advance. */
@@ -259,7 +244,7 @@ void sid_server_free(sid_server *srv)
         return;
     }
     g_mutex_lock(&srv->lock);
-    srv->stopping = 1;
+    srv->stopping = true;
     g_cond_broadcast(&srv->cond);
     g_mutex_unlock(&srv->lock);
     if (srv->core.thread) {
@@ -324,295 +309,4 @@ int sid_server_set_ticket(sid_server *srv, const char *password, int lifetime,
 int sid_server_n_displays(sid_server *srv)
 {
     return srv->n_displays;
-}
-
-static sid_display *get_display(sid_server *srv, int display, char *err,
-                                size_t errlen)
-{
-    if (!srv || display < 0 || display >= srv->n_displays) {
-        sid_set_err(err, errlen, "no display %d (server has %d)", display,
-                srv ? srv->n_displays : 0);
-        return NULL;
-    }
-    return &srv->displays[display];
-}
-
-/* The "guest buffer": a sealed-size memfd, stand-in for a DMA-BUF. */
-static int make_memfd(const char *name, const uint8_t *data, size_t len,
-                      char *err, size_t errlen)
-{
-    int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    if (fd < 0) {
-        sid_set_err(err, errlen, "memfd_create: %s", g_strerror(errno));
-        return -1;
-    }
-    size_t off = 0;
-    if (ftruncate(fd, (off_t)len) != 0) {
-        goto fail;
-    }
-    while (off < len) {
-        ssize_t n = pwrite(fd, data + off, len - off, (off_t)off);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            goto fail;
-        }
-        off += (size_t)n;
-    }
-    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW);
-    return fd;
-fail:
-    sid_set_err(err, errlen, "writing memfd of %zu bytes: %s", len, g_strerror(errno));
-    close(fd);
-    return -1;
-}
-
-static int scanout_impl(sid_server *srv, int display, const uint8_t *data,
-                        size_t len, uint32_t width, uint32_t height,
-                        const uint32_t *offsets, const uint32_t *strides,
-                        uint32_t num_planes, uint32_t fourcc, uint64_t modifier,
-                        int y0_top, int separate_fds, int single,
-                        char *err, size_t errlen)
-{
-    sid_display *d = get_display(srv, display, err, errlen);
-    if (!d) {
-        return SID_ERR_ARG;
-    }
-    if (num_planes < 1 || num_planes > 4 || !data || width == 0 || height == 0) {
-        sid_set_err(err, errlen, "invalid scanout: %ux%u, %u planes (need 1..4)",
-                width, height, num_planes);
-        return SID_ERR_ARG;
-    }
-    for (uint32_t i = 0; i < num_planes; i++) {
-        if (strides[i] == 0 || (uint64_t)offsets[i] > len) {
-            sid_set_err(err, errlen, "plane %u: offset %u / stride %u do not fit"
-                    " a buffer of %zu bytes", i, offsets[i], strides[i], len);
-            return SID_ERR_ARG;
-        }
-    }
-    /* The guest's dmabuf(s): the shim keeps them open for the lifetime of
-     * the scanout call only; spice gets dup()s and closes them (QEMU). */
-    int guest[4] = { -1, -1, -1, -1 };
-    int fds[4] = { -1, -1, -1, -1 };
-    int ret = SID_OK;
-    for (uint32_t i = 0; i < num_planes; i++) {
-        if (i == 0 || separate_fds) {
-            char name[64];
-            snprintf(name, sizeof(name), "sid-scanout-d%d-p%u", display, i);
-            guest[i] = make_memfd(name, data, len, err, errlen);
-            if (guest[i] < 0) {
-                ret = SID_ERR_SYS;
-                goto out;
-            }
-        }
-        int src = separate_fds ? guest[i] : guest[0];
-        fds[i] = fcntl(src, F_DUPFD_CLOEXEC, 0);
-        if (fds[i] < 0) {
-            sid_set_err(err, errlen, "dup: %s", g_strerror(errno));
-            ret = SID_ERR_SYS;
-            goto out;
-        }
-    }
-    ret = sid_display_do_scanout(d, fds, width, height, offsets, strides,
-                                 num_planes, fourcc, modifier, y0_top, single);
-    g_mutex_lock(&srv->lock);
-    sid_display_keep_buffer(d, guest[0]);
-    g_mutex_unlock(&srv->lock);
-    for (uint32_t i = 0; i < num_planes; i++) {
-        fds[i] = -1;   /* owned by spice-server now */
-    }
-out:
-    for (int i = 0; i < 4; i++) {
-        if (fds[i] >= 0) {
-            close(fds[i]);
-        }
-        if (guest[i] >= 0) {
-            close(guest[i]);
-        }
-    }
-    return ret;
-}
-
-int sid_display_scanout(sid_server *srv, int display,
-                        const uint8_t *data, size_t len,
-                        uint32_t width, uint32_t height, uint32_t stride,
-                        uint32_t fourcc, int y0_top,
-                        char *err, size_t errlen)
-{
-    uint32_t offset = 0;
-    if ((uint64_t)stride * height > len) {
-        sid_set_err(err, errlen, "buffer of %zu bytes is smaller than stride %u x"
-                " height %u", len, stride, height);
-        return SID_ERR_ARG;
-    }
-    return scanout_impl(srv, display, data, len, width, height, &offset,
-                        &stride, 1, fourcc, 0, y0_top, 0, 1, err, errlen);
-}
-
-int sid_display_scanout2(sid_server *srv, int display,
-                         const uint8_t *data, size_t len,
-                         uint32_t width, uint32_t height,
-                         const uint32_t *offsets, const uint32_t *strides,
-                         uint32_t num_planes, uint32_t fourcc,
-                         uint64_t modifier, int y0_top, int separate_fds,
-                         char *err, size_t errlen)
-{
-    return scanout_impl(srv, display, data, len, width, height, offsets,
-                        strides, num_planes, fourcc, modifier, y0_top,
-                        separate_fds, 0, err, errlen);
-}
-
-int sid_display_draw(sid_server *srv, int display,
-                     uint32_t x, uint32_t y, uint32_t w, uint32_t h,
-                     uint64_t *cookie, char *err, size_t errlen)
-{
-    sid_display *d = get_display(srv, display, err, errlen);
-    if (!d) {
-        return SID_ERR_ARG;
-    }
-    int ret = sid_display_do_draw(d, x, y, w, h, cookie);
-    if (ret == SID_ERR_BUSY) {
-        sid_set_err(err, errlen, "display %d: a draw is still outstanding (QEMU"
-                " blocks the console until async_complete); wait for it first",
-                display);
-    } else if (ret == SID_ERR_NO_SCANOUT) {
-        sid_set_err(err, errlen, "display %d: draw without a scanout; call"
-                " scanout first", display);
-    }
-    return ret;
-}
-
-int sid_display_wait_draw(sid_server *srv, int display, uint64_t cookie,
-                          int timeout_ms)
-{
-    sid_display *d = get_display(srv, display, NULL, 0);
-    if (!d) {
-        return SID_ERR_ARG;
-    }
-    gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
-    int ret;
-    g_mutex_lock(&srv->lock);
-    for (;;) {
-        if (g_hash_table_contains(d->completed, &cookie)) {
-            ret = SID_OK;
-            break;
-        }
-        if (d->pending_cookie != cookie) {
-            ret = SID_ERR_ARG;
-            break;
-        }
-        if (srv->stopping) {
-            ret = SID_ERR_STOPPED;
-            break;
-        }
-        if (!g_cond_wait_until(&srv->cond, &srv->lock, deadline)) {
-            ret = g_hash_table_contains(d->completed, &cookie) ? SID_OK
-                                                               : SID_ERR_TIMEOUT;
-            break;
-        }
-    }
-    g_mutex_unlock(&srv->lock);
-    return ret;
-}
-
-typedef struct {
-    sid_server *srv;
-    int rate;
-} refresh_args;
-
-static void do_set_refresh_rate(void *p)
-{
-    refresh_args *a = p;
-    for (int i = 0; i < a->srv->n_displays; i++) {
-        if (a->rate > 0) {
-            sid_refresh_start(&a->srv->displays[i], a->rate);
-        } else {
-            sid_refresh_stop(&a->srv->displays[i]);
-        }
-    }
-}
-
-int sid_server_set_refresh_rate(sid_server *srv, int max_refresh_rate,
-                                char *err, size_t errlen)
-{
-    /* QEMU: "max refresh rate/fps is invalid" for <= 0; 0 here stops */
-    if (!srv || max_refresh_rate < 0 || max_refresh_rate > 1000) {
-        sid_set_err(err, errlen, "max refresh rate %d: use 1..1000 per second, "
-                    "or 0 to stop", max_refresh_rate);
-        return SID_ERR_ARG;
-    }
-    refresh_args a = { .srv = srv, .rate = max_refresh_rate };
-    sid_core_call(&srv->core, do_set_refresh_rate, &a);
-    return SID_OK;
-}
-
-static void do_update(void *p)
-{
-    sid_refresh_update(p);
-}
-
-int sid_display_update(sid_server *srv, int display, char *err, size_t errlen)
-{
-    sid_display *d = get_display(srv, display, err, errlen);
-    if (!d) {
-        return SID_ERR_ARG;
-    }
-    sid_core_call(&srv->core, do_update, d);
-    return SID_OK;
-}
-
-int sid_display_draw_pending(sid_server *srv, int display)
-{
-    sid_display *d = get_display(srv, display, NULL, 0);
-    if (!d) {
-        return 0;
-    }
-    g_mutex_lock(&srv->lock);
-    int pending = d->pending_cookie != 0;
-    g_mutex_unlock(&srv->lock);
-    return pending;
-}
-
-void sid_test_async_complete(sid_server *srv, int display, uint64_t cookie)
-{
-    sid_display *d = get_display(srv, display, NULL, 0);
-    if (d) {
-        sid_display_fake_complete(d, cookie);
-    }
-}
-
-int sid_display_rewrite_on_complete(sid_server *srv, int display,
-                                    const uint8_t *data, size_t len,
-                                    char *err, size_t errlen)
-{
-    sid_display *d = get_display(srv, display, err, errlen);
-    if (!d) {
-        return SID_ERR_ARG;
-    }
-    if (!data || len == 0) {
-        sid_set_err(err, errlen, "rewrite_on_complete: no data");
-        return SID_ERR_ARG;
-    }
-    g_mutex_lock(&srv->lock);
-    g_free(d->rewrite);
-    d->rewrite = g_memdup2(data, len);
-    d->rewrite_len = len;
-    g_mutex_unlock(&srv->lock);
-    return SID_OK;
-}
-
-size_t sid_log_count(sid_server *srv)
-{
-    return sid_log_len(&srv->log);
-}
-
-int sid_log_get(sid_server *srv, size_t index, sid_event *out)
-{
-    return sid_log_copy(&srv->log, index, out);
-}
-
-int sid_fatal_count(sid_server *srv)
-{
-    return sid_log_fatal_count(&srv->log);
 }

@@ -12,6 +12,7 @@
 #ifndef SID_SHIM_H
 #define SID_SHIM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -82,7 +83,7 @@ sid_server *sid_server_new_unix(const char *codecs, int n_displays,
 typedef struct {
     const char *ca_file, *cert_file, *key_file; /* all NULL: no TLS port */
     const char *ciphers;        /* NULL: spice-server's default */
-    int plain_port;             /* also listen on a plain TCP port */
+    bool plain_port;            /* also listen on a plain TCP port */
     const char *password;       /* NULL: disable-ticketing */
     int ticket_lifetime;        /* seconds; 0: never expires */
 } sid_security;
@@ -115,7 +116,7 @@ int sid_server_n_displays(sid_server *srv);
 int sid_display_scanout(sid_server *srv, int display,
                         const uint8_t *data, size_t len,
                         uint32_t width, uint32_t height, uint32_t stride,
-                        uint32_t fourcc, int y0_top,
+                        uint32_t fourcc, bool y0_top,
                         char *err, size_t errlen);
 /* Multi-plane: spice_qxl_gl_scanout2.  Plane i is at offsets[i] with
  * strides[i] inside `data`; with separate_fds each plane gets its own
@@ -126,7 +127,7 @@ int sid_display_scanout2(sid_server *srv, int display,
                          uint32_t width, uint32_t height,
                          const uint32_t *offsets, const uint32_t *strides,
                          uint32_t num_planes, uint32_t fourcc,
-                         uint64_t modifier, int y0_top, int separate_fds,
+                         uint64_t modifier, bool y0_top, bool separate_fds,
                          char *err, size_t errlen);
 /* Raw scanout: the fields exactly as a (buggy or hostile) device model
  * could pass them, for the bad-input tests.  Each of the `n` plane slots
@@ -140,17 +141,18 @@ int sid_display_scanout2(sid_server *srv, int display,
  *   SID_FD_SOCKET  a dup() of one end of a socketpair (not mappable).
  * num_planes is passed unchecked (0, or more than n, is allowed: the
  * arrays spice-server gets are SID_RAW_MAX_PLANES long whatever n is).
- * use_scanout2 = 0: spice_qxl_gl_scanout(fd[0], width, height, strides[0],
- * fourcc, y0_top); 1: spice_qxl_gl_scanout2 with all the fields.  spice
- * owns the fds it is given (it closes them), as with a good scanout. */
-int sid_display_scanout_raw(sid_server *srv, int display, int use_scanout2,
+ * use_scanout2 false: spice_qxl_gl_scanout(fd[0], width, height,
+ * strides[0], fourcc, y0_top); true: spice_qxl_gl_scanout2 with all the
+ * fields.  spice owns the fds it is given (it closes them), as with a good
+ * scanout. */
+int sid_display_scanout_raw(sid_server *srv, int display, bool use_scanout2,
                             const uint8_t *data, size_t len,
                             uint64_t memfd_size,
                             const int32_t *fd_kinds, const int32_t *raw_fds,
                             const uint32_t *offsets, const uint32_t *strides,
                             uint32_t n, uint32_t num_planes,
                             uint32_t width, uint32_t height, uint32_t fourcc,
-                            uint64_t modifier, int y0_top,
+                            uint64_t modifier, bool y0_top,
                             char *err, size_t errlen);
 /* spice_qxl_gl_draw_async with a fresh cookie, stored in *cookie.
  * SID_ERR_BUSY while a draw is outstanding (QEMU blocks its console). */
@@ -161,8 +163,8 @@ int sid_display_draw(sid_server *srv, int display,
  * SID_OK, SID_ERR_TIMEOUT, SID_ERR_ARG (unknown cookie). */
 int sid_display_wait_draw(sid_server *srv, int display, uint64_t cookie,
                           int timeout_ms);
-/* 1 while a draw is outstanding on the display. */
-int sid_display_draw_pending(sid_server *srv, int display);
+/* Whether a draw is outstanding on the display. */
+bool sid_display_draw_pending(sid_server *srv, int display);
 /* Test hook: call the QXLInterface.async_complete callback as
  * spice-server would, with any cookie (to exercise the fatal-error path). */
 void sid_test_async_complete(sid_server *srv, int display, uint64_t cookie);

@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,7 +80,7 @@ typedef struct {
     sid_revent events[MAX_EVENTS];
 } sid_ctl;
 
-/* Event kinds (races.py: Kind). >= 100 are violations. */
+/* Event kinds (races.py: Kind). */
 enum {
     EV_GIVEN = 1,        /* QEMU gave spice fd (ino) in a scanout */
     EV_CLOSE = 2,        /* a ledger fd was closed (what = owner) */
@@ -94,26 +95,34 @@ enum {
     EV_PULLED = 11,      /* spice pulled an encoded sample */
     EV_REUSED_BY = 12,   /* the race library itself put a memfd at fd */
     EV_PARK_TIMEOUT = 50,
-    EV_USE_AFTER_CLOSE = 100, /* GStreamer mapped an fd that was closed */
+    EV_FIRST_VIOLATION = 100, /* this kind and above are violations */
+    EV_USE_AFTER_CLOSE = EV_FIRST_VIOLATION, /* GStreamer mapped a closed fd */
     EV_REUSED_FD = 101,       /* ... whose number now names another file */
     EV_CLOSED_IN_USE = 102,   /* a fd was closed while a GstMemory used it */
 };
 
 static sid_ctl *ctl;
-static __thread int in_scanout;   /* stock's scanout() calls scanout2() */
+static __thread bool in_scanout;   /* stock's scanout() calls scanout2() */
 static pthread_mutex_t ledger_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* A ledger fd and GStreamer: ALLOC -> WRAPPED; then RELEASE -> RELEASED,
+ * CLOSE -> NONE, or CLOSE -> CLOSED_IN_USE (a violation), RELEASE -> NONE. */
+typedef enum {
+    GST_NONE,             /* no GstMemory wraps it (any more) */
+    GST_WRAPPED,          /* a live GstMemory wraps it */
+    GST_CLOSED_IN_USE,    /* closed while that memory is alive */
+    GST_RELEASED,         /* the memory is gone, the fd still open */
+} gst_state;
+
 typedef struct {
-    uint8_t given;        /* QEMU gave it to spice in a scanout */
-    uint8_t gst;          /* wrapped in a GstMemory */
-    uint8_t gst_active;   /* that memory is alive */
-    uint8_t gst_closed;   /* closed while the memory was alive */
-    uint8_t reported;
+    bool given;           /* QEMU gave it to spice in a scanout */
+    gst_state gst;
+    bool reported;        /* a bad map of this GstMemory was recorded */
     uint32_t gen;
     uint64_t ino_given, ino_gst;
 } fd_entry;
 static fd_entry fds[MAX_FD];
-static uint8_t tracked[MAX_FD];  /* fast, lock-free filter */
+static bool tracked[MAX_FD];     /* fast, lock-free filter */
 static uint32_t gen_counter;
 
 /* ---- real functions ------------------------------------------------------ */
@@ -155,6 +164,19 @@ static void *lib_sym(const char *lib, const char *name)
 #define REAL(var, name) \
     do { if (!(var)) { (var) = (__typeof__(var))next_sym(name); } } while (0)
 
+/* Declares `real`: the definition of fn (the function being interposed)
+ * in lib, which may be loaded after this library; found on first use. */
+#define LIB_REAL(lib, fn) \
+    static __typeof__(fn) *real; \
+    if (!real) { \
+        real = (__typeof__(fn) *)lib_sym(lib, #fn); \
+    }
+
+#define SPICE_LIB "libspice-server.so.1"
+#define SPICE_MAX_PLANES 4   /* fds spice_qxl_gl_scanout2 takes at most */
+#define GST_ALLOCATORS_LIB "libgstallocators-1.0.so.0"
+#define GST_APP_LIB "libgstapp-1.0.so.0"
+
 static int64_t now_ns(void)
 {
     struct timespec ts;
@@ -170,7 +192,7 @@ static void thread_name(char out[16])
     }
 }
 
-static int is_thread(const char *name)
+static bool is_thread(const char *name)
 {
     char t[16];
     thread_name(t);
@@ -183,7 +205,7 @@ static void record(int kind, int fd, int fd2, uint64_t ino, uint64_t ino2,
     if (!ctl) {
         return;
     }
-    if (kind >= 100) {
+    if (kind >= EV_FIRST_VIOLATION) {
         __atomic_add_fetch(&ctl->n_violations, 1, __ATOMIC_SEQ_CST);
     }
     uint32_t i = __atomic_fetch_add(&ctl->n_events, 1, __ATOMIC_SEQ_CST);
@@ -282,43 +304,48 @@ static void ledger_given(int fd)
     }
     uint64_t ino = fd_ino(fd);
     pthread_mutex_lock(&ledger_lock);
-    fds[fd].given = 1;
+    fds[fd].given = true;
     fds[fd].ino_given = ino;
-    tracked[fd] = 1;
+    tracked[fd] = true;
     pthread_mutex_unlock(&ledger_lock);
     record(EV_GIVEN, fd, -1, ino, 0, "scanout fd");
 }
 
-static int ledger_close(int fd)
+static bool gst_alive(const fd_entry *e)
+{
+    return e->gst == GST_WRAPPED || e->gst == GST_CLOSED_IN_USE;
+}
+
+static bool ledger_close(int fd)
 {
     if (fd < 0 || fd >= MAX_FD || !__atomic_load_n(&tracked[fd], __ATOMIC_RELAXED)) {
-        return 0;
+        return false;
     }
     uint64_t ino = fd_ino(fd);
-    int violation = 0, was_given = 0, was_gst = 0;
+    bool violation = false, was_given = false, was_gst = false;
     uint64_t gst_ino = 0;
     pthread_mutex_lock(&ledger_lock);
     fd_entry *e = &fds[fd];
     if (ino != e->ino_given && ino != e->ino_gst) {
         /* the number now names an unrelated file */
         pthread_mutex_unlock(&ledger_lock);
-        return 0;
+        return false;
     }
     if (e->given) {
-        was_given = 1;
-        e->given = 0;
+        was_given = true;
+        e->given = false;
     }
-    if (e->gst) {
-        was_gst = 1;
+    if (e->gst != GST_NONE) {
+        was_gst = true;
         gst_ino = e->ino_gst;
-        if (e->gst_active && e->ino_gst == ino) {
-            e->gst_closed = 1;
-            violation = 1;
-        } else if (!e->gst_active) {
-            e->gst = 0;
+        if (gst_alive(e) && e->ino_gst == ino) {
+            e->gst = GST_CLOSED_IN_USE;
+            violation = true;
+        } else if (e->gst == GST_RELEASED) {
+            e->gst = GST_NONE;
         }
     }
-    tracked[fd] = e->given || e->gst;
+    tracked[fd] = e->given || e->gst != GST_NONE;
     pthread_mutex_unlock(&ledger_lock);
     if (violation) {
         record(EV_CLOSED_IN_USE, fd, -1, ino, gst_ino,
@@ -368,12 +395,12 @@ static void gst_released(void *data, void *obj)
     point("gst:release");
     pthread_mutex_lock(&ledger_lock);
     fd_entry *e = &fds[w->fd];
-    int match = e->gst && e->gen == w->gen;
-    if (match) {
-        e->gst_active = 0;
-        if (e->gst_closed) {
-            e->gst = 0;
+    if (e->gst != GST_NONE && e->gen == w->gen) {
+        if (e->gst == GST_CLOSED_IN_USE) {
+            e->gst = GST_NONE;
             tracked[w->fd] = e->given;
+        } else {
+            e->gst = GST_RELEASED;
         }
     }
     pthread_mutex_unlock(&ledger_lock);
@@ -381,7 +408,7 @@ static void gst_released(void *data, void *obj)
     free(w);
 }
 
-static void ledger_alloc(void *mem, int fd, int dont_close)
+static void ledger_alloc(void *mem, int fd, bool dont_close)
 {
     if (!mem || fd < 0 || fd >= MAX_FD) {
         return;
@@ -390,13 +417,11 @@ static void ledger_alloc(void *mem, int fd, int dont_close)
     weak_data *w = malloc(sizeof(*w));
     pthread_mutex_lock(&ledger_lock);
     fd_entry *e = &fds[fd];
-    e->gst = 1;
-    e->gst_active = 1;
-    e->gst_closed = 0;
-    e->reported = 0;
+    e->gst = GST_WRAPPED;
+    e->reported = false;
     e->ino_gst = ino;
     e->gen = ++gen_counter;
-    tracked[fd] = 1;
+    tracked[fd] = true;
     w->fd = fd;
     w->gen = e->gen;
     pthread_mutex_unlock(&ledger_lock);
@@ -415,7 +440,7 @@ static void ledger_map(int fd)
         return;
     }
     pthread_mutex_lock(&ledger_lock);
-    int is_gst = fds[fd].gst;
+    bool is_gst = fds[fd].gst != GST_NONE;
     pthread_mutex_unlock(&ledger_lock);
     if (!is_gst) {
         return;
@@ -426,10 +451,10 @@ static void ledger_map(int fd)
     pthread_mutex_lock(&ledger_lock);
     fd_entry *e = &fds[fd];
     uint64_t want = e->ino_gst;
-    int closed = e->gst_closed;
-    int report = e->gst && !e->reported;
+    bool closed = e->gst == GST_CLOSED_IN_USE;
+    bool report = e->gst != GST_NONE && !e->reported;
     if (report && (ino == 0 || ino != want || closed)) {
-        e->reported = 1;
+        e->reported = true;
     }
     pthread_mutex_unlock(&ledger_lock);
     if (!report) {
@@ -513,20 +538,16 @@ void spice_qxl_gl_scanout(QXLInstance *qxl, int fd, uint32_t width,
                           uint32_t height, uint32_t stride, uint32_t format,
                           int y_0_top)
 {
-    static void (*real)(QXLInstance *, int, uint32_t, uint32_t, uint32_t,
-                        uint32_t, int);
-    if (!real) {
-        real = lib_sym("libspice-server.so.1", "spice_qxl_gl_scanout");
-    }
+    LIB_REAL(SPICE_LIB, spice_qxl_gl_scanout);
     if (in_scanout) {
         real(qxl, fd, width, height, stride, format, y_0_top);
         return;
     }
     point("qemu:scanout");
     ledger_given(fd);
-    in_scanout = 1;
+    in_scanout = true;
     real(qxl, fd, width, height, stride, format, y_0_top);
-    in_scanout = 0;
+    in_scanout = false;
     record(EV_SCANOUT_DONE, fd, -1, 0, 0, "%ux%u", width, height);
     point("qemu:after-scanout");
 }
@@ -536,24 +557,20 @@ void spice_qxl_gl_scanout2(QXLInstance *qxl, int *fd, uint32_t width,
                            uint32_t num_planes, uint32_t format,
                            uint64_t modifier, int y_0_top)
 {
-    static void (*real)(QXLInstance *, int *, uint32_t, uint32_t, uint32_t *,
-                        uint32_t *, uint32_t, uint32_t, uint64_t, int);
-    if (!real) {
-        real = lib_sym("libspice-server.so.1", "spice_qxl_gl_scanout2");
-    }
+    LIB_REAL(SPICE_LIB, spice_qxl_gl_scanout2);
     if (in_scanout) {
         real(qxl, fd, width, height, offset, stride, num_planes, format,
              modifier, y_0_top);
         return;
     }
     point("qemu:scanout");
-    for (uint32_t i = 0; i < num_planes && i < 4; i++) {
+    for (uint32_t i = 0; i < num_planes && i < SPICE_MAX_PLANES; i++) {
         ledger_given(fd[i]);
     }
-    in_scanout = 1;
+    in_scanout = true;
     real(qxl, fd, width, height, offset, stride, num_planes, format, modifier,
          y_0_top);
-    in_scanout = 0;
+    in_scanout = false;
     record(EV_SCANOUT_DONE, num_planes ? fd[0] : -1, -1, 0, 0, "%ux%u",
            width, height);
     point("qemu:after-scanout");
@@ -562,11 +579,7 @@ void spice_qxl_gl_scanout2(QXLInstance *qxl, int *fd, uint32_t width,
 void spice_qxl_gl_draw_async(QXLInstance *qxl, uint32_t x, uint32_t y,
                              uint32_t w, uint32_t h, uint64_t cookie)
 {
-    static void (*real)(QXLInstance *, uint32_t, uint32_t, uint32_t, uint32_t,
-                        uint64_t);
-    if (!real) {
-        real = lib_sym("libspice-server.so.1", "spice_qxl_gl_draw_async");
-    }
+    LIB_REAL(SPICE_LIB, spice_qxl_gl_draw_async);
     point("qemu:draw");
     record(EV_DRAW, -1, -1, cookie, 0, "draw %ux%u", w, h);
     real(qxl, x, y, w, h, cookie);
@@ -578,11 +591,7 @@ void spice_qxl_gl_draw_async(QXLInstance *qxl, uint32_t x, uint32_t y,
 void *gst_dmabuf_allocator_alloc_with_flags(void *allocator, int fd,
                                             size_t size, int flags)
 {
-    static void *(*real)(void *, int, size_t, int);
-    if (!real) {
-        real = lib_sym("libgstallocators-1.0.so.0",
-                       "gst_dmabuf_allocator_alloc_with_flags");
-    }
+    LIB_REAL(GST_ALLOCATORS_LIB, gst_dmabuf_allocator_alloc_with_flags);
     point("worker:before-encode");
     void *mem = real(allocator, fd, size, flags);
     ledger_alloc(mem, fd, (flags & GST_FD_MEMORY_FLAG_DONT_CLOSE) != 0);
@@ -591,23 +600,16 @@ void *gst_dmabuf_allocator_alloc_with_flags(void *allocator, int fd,
 
 void *gst_dmabuf_allocator_alloc(void *allocator, int fd, size_t size)
 {
-    static void *(*real)(void *, int, size_t);
-    if (!real) {
-        real = lib_sym("libgstallocators-1.0.so.0",
-                       "gst_dmabuf_allocator_alloc");
-    }
+    LIB_REAL(GST_ALLOCATORS_LIB, gst_dmabuf_allocator_alloc);
     point("worker:before-encode");
     void *mem = real(allocator, fd, size);
-    ledger_alloc(mem, fd, 0);
+    ledger_alloc(mem, fd, false);
     return mem;
 }
 
 void *gst_app_sink_pull_sample(void *appsink)
 {
-    static void *(*real)(void *);
-    if (!real) {
-        real = lib_sym("libgstapp-1.0.so.0", "gst_app_sink_pull_sample");
-    }
+    LIB_REAL(GST_APP_LIB, gst_app_sink_pull_sample);
     void *sample = real(appsink);
     record(EV_PULLED, -1, -1, 0, 0, "%s", sample ? "sample" : "no sample");
     point("gst:encoded");

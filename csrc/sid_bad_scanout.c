@@ -1,6 +1,6 @@
-/* sid_raw.c - raw scanouts: the fields of spice_qxl_gl_scanout{,2} exactly
- * as a device model could pass them, good or bad, for the bad-input tests
- * (tests/test_bad_scanouts*.py).
+/* sid_bad_scanout.c - raw, unchecked scanouts: the fields of
+ * spice_qxl_gl_scanout{,2} exactly as a device model could pass them, good
+ * or bad, for the bad-input tests (tests/test_bad_scanouts*.py).
  *
  * QEMU passes spice a dup() of the guest's dmabuf and spice owns it; a
  * buggy device model could as well pass -1, a number that is not open, a
@@ -140,19 +140,18 @@ static int plane_fd(int kind, int raw, raw_objects *o, int display,
     return SID_OK;
 }
 
-int sid_display_scanout_raw(sid_server *srv, int display, int use_scanout2,
+int sid_display_scanout_raw(sid_server *srv, int display, bool use_scanout2,
                             const uint8_t *data, size_t len,
                             uint64_t memfd_size,
                             const int32_t *fd_kinds, const int32_t *raw_fds,
                             const uint32_t *offsets, const uint32_t *strides,
                             uint32_t n, uint32_t num_planes,
                             uint32_t width, uint32_t height, uint32_t fourcc,
-                            uint64_t modifier, int y0_top,
+                            uint64_t modifier, bool y0_top,
                             char *err, size_t errlen)
 {
-    if (!srv || display < 0 || display >= srv->n_displays) {
-        sid_set_err(err, errlen, "no display %d (server has %d)", display,
-                srv ? srv->n_displays : 0);
+    sid_display *d = sid_display_get(srv, display, err, errlen);
+    if (!d) {
         return SID_ERR_ARG;
     }
     if (n < 1 || n > SID_RAW_MAX_PLANES || !fd_kinds || !raw_fds ||
@@ -161,45 +160,50 @@ int sid_display_scanout_raw(sid_server *srv, int display, int use_scanout2,
                 SID_RAW_MAX_PLANES, n);
         return SID_ERR_ARG;
     }
-    sid_display *d = &srv->displays[display];
     /* what spice gets: always SID_RAW_MAX_PLANES entries, unused ones -1/0 */
-    int fds[SID_RAW_MAX_PLANES];
-    uint32_t offs[SID_RAW_MAX_PLANES] = { 0 };
-    uint32_t strs[SID_RAW_MAX_PLANES] = { 0 };
-    int owned[SID_RAW_MAX_PLANES];   /* 1: a dup() made here */
+    sid_dmabuf buf = { .num_planes = num_planes, .width = width, .height = height,
+                       .fourcc = fourcc, .modifier = modifier, .y0_top = y0_top,
+                       .scanout2 = use_scanout2 };
+    bool owned[SID_RAW_MAX_PLANES];   /* a dup() made here */
     raw_objects o = { -1, { -1, -1 }, { -1, -1 } };
     int ret = SID_OK;
 
     for (int i = 0; i < SID_RAW_MAX_PLANES; i++) {
-        fds[i] = -1;
-        owned[i] = 0;
+        buf.fds[i] = -1;
+        owned[i] = false;
     }
     for (uint32_t i = 0; i < n; i++) {
-        offs[i] = offsets[i];
-        strs[i] = strides[i];
+        buf.offsets[i] = offsets[i];
+        buf.strides[i] = strides[i];
         ret = plane_fd(fd_kinds[i], raw_fds[i], &o, display, data, len,
-                       memfd_size, &fds[i], err, errlen);
+                       memfd_size, &buf.fds[i], err, errlen);
         if (ret != SID_OK) {
-            fds[i] = -1;
+            buf.fds[i] = -1;
             goto out;
         }
         owned[i] = fd_kinds[i] == SID_FD_MEMFD || fd_kinds[i] == SID_FD_PIPE ||
                    fd_kinds[i] == SID_FD_SOCKET;
     }
-    sid_display_do_scanout_raw(d, use_scanout2, fds, width, height, offs, strs,
-                               num_planes, fourcc, modifier, y0_top);
+    sid_display_do_scanout(d, &buf);
+    sid_log_add(&d->srv->log, SID_EV_SCANOUT, d->id, 0, width, height,
+                num_planes, fourcc,
+                "%s (raw) %ux%u stride=%u offset=%u planes=%u fourcc=0x%08x"
+                " fd=%d y0_top=%d",
+                use_scanout2 ? "gl_scanout2" : "gl_scanout", width, height,
+                buf.strides[0], buf.offsets[0], num_planes, fourcc, buf.fds[0],
+                y0_top);
     /* spice owns the fds it was given: spice_qxl_gl_scanout hands over one,
      * spice_qxl_gl_scanout2 num_planes (at most the slots filled here) */
     {
         uint32_t given = use_scanout2 ? MIN(num_planes, n) : 1;
         for (uint32_t i = 0; i < given; i++) {
-            owned[i] = 0;
+            owned[i] = false;
         }
     }
 out:
     for (int i = 0; i < SID_RAW_MAX_PLANES; i++) {
-        if (owned[i] && fds[i] >= 0) {
-            close(fds[i]);
+        if (owned[i] && buf.fds[i] >= 0) {
+            close(buf.fds[i]);
         }
     }
     raw_objects_close(&o);
