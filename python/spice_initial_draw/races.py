@@ -42,9 +42,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
-from ._races_abi import MAGIC, MAX_EVENTS, MAX_POINTS, VERSION, VIOLATIONS, RaceKind, _Ctl, _Point
+from ._races_abi import MAGIC, MAX_EVENTS, MAX_POINTS, VERSION, Ctl, Point, RaceKind
 from .server import Server
 
+VIOLATIONS = frozenset(k for k in RaceKind if k >= RaceKind.USE_AFTER_CLOSE)
 POINTS = ("qemu:scanout", "qemu:after-scanout", "qemu:draw",
           "worker:before-encode", "worker:read", "gst:before-map",
           "gst:encoded", "gst:release")
@@ -95,11 +96,11 @@ class Races:
                  preload_first: list[str] | None = None) -> None:
         fd, self.path = tempfile.mkstemp(prefix="sid-races-",
                                          dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-        size = ctypes.sizeof(_Ctl)
+        size = ctypes.sizeof(Ctl)
         os.ftruncate(fd, size)
         self._mm = mmap.mmap(fd, size)
         os.close(fd)
-        self.ctl = _Ctl.from_buffer(self._mm)
+        self.ctl = Ctl.from_buffer(self._mm)
         self.ctl.ctl_size = size
         self.ctl.version = VERSION
         self.ctl.park_timeout_ms = int(park_timeout * 1000)
@@ -145,7 +146,7 @@ class Races:
         self.close()
 
     # -- points --------------------------------------------------------------------
-    def _slot(self, name: str) -> _Point:
+    def _slot(self, name: str) -> Point:
         if name not in POINTS:
             raise ValueError(f"unknown race point {name!r}; one of {POINTS}")
         n = self.ctl.n_points
@@ -267,7 +268,7 @@ class Park:
         self.races, self.name, self.base = races, name, base
 
     @property
-    def slot(self) -> _Point:
+    def slot(self) -> Point:
         return self.races._slot(self.name)
 
     def wait(self, count: int = 1, timeout: float = 5.0) -> str:
