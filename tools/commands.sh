@@ -1,0 +1,103 @@
+# shellcheck shell=bash
+# What the commands of ./run do once set-up is done (tools/setup.sh): the
+# tests, the benchmarks, the demo, info, install and the shell.
+
+# meson install of the patched spice-server (library, headers, spice-server.pc)
+# into PREFIX, from a build directory of its own configured with that prefix.
+run_install() {
+    local prefix=""
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --prefix) prefix=${2:-}; shift ;;
+            --prefix=*) prefix=${1#--prefix=} ;;
+            *) die "reading the install options" "unknown option '$1'" "use: ./run install --prefix DIR" ;;
+        esac
+        shift
+    done
+    [ -n "$prefix" ] || die "reading the install options" "no --prefix given" "use: ./run install --prefix DIR"
+    mkdir -p "$prefix"
+    prefix=$(cd "$prefix" && pwd)
+    local builddir=$BUILD/install
+    if [ -e "$builddir/build.ninja" ]; then
+        run_logged "install: configuring for $prefix" "$BUILD/logs/install-setup.log" \
+            meson configure "$builddir" --prefix="$prefix"
+    else
+        step "install: configuring a build for $prefix"
+        run_logged "install: configuring for $prefix" "$BUILD/logs/install-setup.log" \
+            meson setup "$builddir" "$TOP" --prefix="$prefix" --libdir=lib --buildtype=release -Db_ndebug=if-release
+    fi
+    step "install: building and installing the patched spice-server into $prefix"
+    run_logged "install: meson install" "$BUILD/logs/install.log" \
+        meson install -C "$builddir" --tags runtime,devel
+    note "installed: $(cd "$prefix" && find . -name 'libspice-server.so*' -o -name spice-server.pc -o -name spice.h | sort | tr '\n' ' ')"
+    note "build against it with: PKG_CONFIG_PATH=$prefix/lib/pkgconfig pkg-config --cflags --libs spice-server"
+}
+
+run_info() {
+    "$VENV/bin/python" -m spice_initial_draw info
+}
+
+# spice-server's own registered test suite, for one variant.
+run_upstream_suite() {
+    local name=$1 builddir=$2
+    step "$name: spice-server's own test suite (meson test)"
+    meson test -C "$builddir" --suite spice-server --suite spice-common --print-errorlogs --num-processes 2 2>&1 |
+        grep -E '^ *[0-9]+/[0-9]+ |^(Ok|Fail|Expected Fail|Unexpected Pass|Skipped|Timeout): *[0-9]' | sed "s/^/    [$name] /"
+    return "${PIPESTATUS[0]}"
+}
+
+# spice-server's test-video-encoders, run from the directory it needs (upstream
+# registers it, with -Dextra-checks, so that meson runs it elsewhere: exit 127).
+run_video_encoders() {
+    local name=$1 builddir=$2
+    step "$name: spice-server's test-video-encoders (about 2 minutes)"
+    local dir=$builddir/subprojects/$SPICE_DIR/server/tests
+    run_logged "$name: test-video-encoders" "$BUILD/logs/$name-test-video-encoders.log" \
+        bash -c "cd '$dir' && '$TOP/subprojects/$SPICE_DIR/server/tests/test-video-encoders'"
+    note "$name: test-video-encoders passed ($(grep -c -i 'ok\|pass' "$BUILD/logs/$name-test-video-encoders.log") lines of success)"
+}
+
+run_tests() {
+    local extended=0 pytest_args=() test_paths=0
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --extended) extended=1 ;;
+            -*) pytest_args+=("$1") ;;
+            *) pytest_args+=("$1")
+               # a test file or node id: run only what was named
+               if [ -e "${1%%::*}" ]; then test_paths=1; fi ;;
+        esac
+        shift
+    done
+    local failed=0
+    if [ "$test_paths" = 1 ]; then
+        note "tests named: spice-server's own suite skipped (./run test without paths runs it)"
+    else
+        run_upstream_suite stock "$STOCK_BUILD" || failed=1
+        run_upstream_suite patched "$PATCHED_BUILD" || failed=1
+        pytest_args+=("$TOP/tests")
+    fi
+    if [ "$extended" = 1 ]; then
+        run_video_encoders stock "$STOCK_BUILD"
+        run_video_encoders patched "$PATCHED_BUILD"
+    fi
+    step "pytest$([ "$extended" = 1 ] && echo ' (extended)')"
+    SID_EXTENDED=$extended SID_TOP=$TOP "$VENV/bin/python" -m pytest -p no:cacheprovider "${pytest_args[@]}" || failed=1
+    [ "$failed" = 0 ] || { echo "some tests failed (see above)" >&2; return 1; }
+}
+
+run_bench() {
+    SID_TOP=$TOP "$VENV/bin/python" "$TOP/bench/run.py" --output "$TOP/bench/results" "$@"
+}
+
+run_demo() {
+    "$VENV/bin/python" -m spice_initial_draw demo --output "$TOP/demo-output" "$@"
+}
+
+run_shell() {
+    if [ $# -gt 0 ]; then
+        PATH=$VENV/bin:$PATH "$@"
+    else
+        PATH=$VENV/bin:$PATH PS1='(spice-initial-draw) \w\$ ' bash --norc -i
+    fi
+}
