@@ -1,11 +1,17 @@
 # shellcheck shell=bash
-# What the commands of ./run do once set-up is done (tools/setup.sh): the
-# tests, the benchmarks, the demo, info, install and the shell.
+# The commands of ./run: run_NAME for each NAME of the table COMMANDS in
+# ./run, called with the command's arguments in the build environment (the
+# host or the Debian 13 root). Each sets up first (tools/setup.sh).
+
+run_build() {
+    setup_all
+}
 
 # meson install of the patched spice-server (library, headers, spice-server.pc)
 # into PREFIX, from a build directory of its own configured with that prefix.
 run_install() {
     local prefix=""
+    setup_all
     while [ $# -gt 0 ]; do
         case "$1" in
             --prefix) prefix=${2:-}; shift ;;
@@ -34,11 +40,12 @@ run_install() {
 }
 
 run_info() {
+    setup_all
     "$VENV/bin/python" -m spice_initial_draw info
 }
 
 # spice-server's own registered test suite, for one variant.
-run_upstream_suite() {
+upstream_suite() {
     local name=$1 builddir=$2
     step "$name: spice-server's own test suite (meson test)"
     meson test -C "$builddir" --suite spice-server --suite spice-common --print-errorlogs --num-processes 2 2>&1 |
@@ -48,7 +55,7 @@ run_upstream_suite() {
 
 # spice-server's test-video-encoders, run from the directory it needs (upstream
 # registers it, with -Dextra-checks, so that meson runs it elsewhere: exit 127).
-run_video_encoders() {
+video_encoders_test() {
     local name=$1 builddir=$2
     step "$name: spice-server's test-video-encoders (about 2 minutes)"
     local dir=$builddir/subprojects/$SPICE_DIR/server/tests
@@ -57,8 +64,9 @@ run_video_encoders() {
     note "$name: test-video-encoders passed ($(grep -c -i 'ok\|pass' "$BUILD/logs/$name-test-video-encoders.log") lines of success)"
 }
 
-run_tests() {
+run_test() {
     local extended=0 pytest_args=() test_paths=0
+    setup_all
     while [ $# -gt 0 ]; do
         case "$1" in
             --extended) extended=1 ;;
@@ -73,13 +81,13 @@ run_tests() {
     if [ "$test_paths" = 1 ]; then
         note "tests named: spice-server's own suite skipped (./run test without paths runs it)"
     else
-        run_upstream_suite stock "$STOCK_BUILD" || failed=1
-        run_upstream_suite patched "$PATCHED_BUILD" || failed=1
+        upstream_suite stock "$STOCK_BUILD" || failed=1
+        upstream_suite patched "$PATCHED_BUILD" || failed=1
         pytest_args+=("$TOP/tests")
     fi
     if [ "$extended" = 1 ]; then
-        run_video_encoders stock "$STOCK_BUILD"
-        run_video_encoders patched "$PATCHED_BUILD"
+        video_encoders_test stock "$STOCK_BUILD"
+        video_encoders_test patched "$PATCHED_BUILD"
     fi
     step "pytest$([ "$extended" = 1 ] && echo ' (extended)')"
     SID_EXTENDED=$extended SID_TOP=$TOP "$VENV/bin/python" -m pytest -p no:cacheprovider "${pytest_args[@]}" || failed=1
@@ -87,14 +95,17 @@ run_tests() {
 }
 
 run_bench() {
+    setup_all
     SID_TOP=$TOP "$VENV/bin/python" "$TOP/bench/run.py" --output "$TOP/bench/results" "$@"
 }
 
 run_demo() {
+    setup_all
     "$VENV/bin/python" -m spice_initial_draw demo --output "$TOP/demo-output" "$@"
 }
 
 run_shell() {
+    setup_all
     if [ $# -gt 0 ]; then
         PATH=$VENV/bin:$PATH "$@"
     else
