@@ -3,8 +3,37 @@
 # ./run, called with the command's arguments in the build environment (the
 # host or the Debian 13 root). Each sets up first (tools/setup.sh).
 
+# ./run build: set-up. ./run build --variant NAME (or all), repeatable: only
+# those sanitizer variants (the tests that use one build it themselves).
 run_build() {
-    setup_all
+    local variants=() v entry
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --variant) [ $# -ge 2 ] || die "reading the build options" "--variant needs a name" "use: ./run build [--variant NAME]..."
+                       variants+=("$2"); shift ;;
+            --variant=*) variants+=("${1#--variant=}") ;;
+            *) die "reading the build options" "unknown option '$1'" "use: ./run build [--variant NAME]..." ;;
+        esac
+        shift
+    done
+    for v in "${variants[@]}"; do
+        case " all $(sanitizer_variant_names) " in
+            *" $v "*) ;;
+            *) die "reading the build options" "there is no variant '$v' to build" \
+                   "use one of: $(sanitizer_variant_names | sed 's/ /, /g'), or all (./run build alone builds stock and patched)" ;;
+        esac
+    done
+    if [ ${#variants[@]} = 0 ]; then
+        setup_all
+        return
+    fi
+    for v in "${variants[@]}"; do
+        if [ "$v" = all ]; then
+            for entry in $(sanitizer_variant_names); do build_variant "$entry"; done
+        else
+            build_variant "$v"
+        fi
+    done
 }
 
 # meson install of the patched spice-server (library, headers, spice-server.pc)

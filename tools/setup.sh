@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Set-up, in whatever environment has the requirements (the host, or the
 # Debian 13 root): the release tarball, the stock and patched builds, the
-# sanitizer variants, the virtual environment and the Python package.
+# virtual environment and the Python package; the sanitizer variants on demand.
 
 SPICE_TARBALL=spice-0.16.0.tar.bz2
 SPICE_SHA256=0a6ec9528f05371261bbb2d46ff35e7b5c45ff89bb975a99af95a5f20ff4717d
@@ -14,6 +14,7 @@ STOCK_BUILD=$BUILD/stock
 STOCK_LIBRARY=$STOCK_BUILD/subprojects/$SPICE_DIR/server/libspice-server.so.1
 LIBRARY_IN_BUILD=subprojects/$SPICE_DIR/server/libspice-server.so.1
 # Sanitizer variants of both libraries, for the race tests: NAME:PROJECT:SANITIZER.
+# Built on demand only (build_variant), by the tests that use them.
 SANITIZER_VARIANTS="stock-asan:stock:address,undefined patched-asan:.:address,undefined stock-tsan:stock:thread patched-tsan:.:thread"
 
 # The build directory belongs to one environment (host or a given root); a
@@ -134,8 +135,11 @@ build_stock() {
 
 # A sanitizer variant: only libspice-server itself is built, with
 # -fsanitize; a process loads it with the sanitizer's runtime preloaded.
+# Under a lock: two runs in this tree may ask for the same one at once.
 build_sanitizer_variant() {
-    local name=$1 project=$2 sanitizer=$3 builddir=$BUILD/$1
+    local name=$1 project=$2 sanitizer=$3 builddir=$BUILD/$1 lock
+    exec {lock}>"$BUILD/.$name.lock"
+    flock "$lock"
     if [ ! -e "$builddir/build.ninja" ]; then
         step "$name: configuring (-Db_sanitize=$sanitizer)"
         run_logged "$name: meson setup" "$BUILD/logs/$name-setup.log" \
@@ -144,14 +148,37 @@ build_sanitizer_variant() {
     step "$name: building libspice-server (about 1 minute the first time)"
     run_logged "$name: building" "$BUILD/logs/$name-build.log" \
         meson compile -C "$builddir" "subprojects/$SPICE_DIR/server/spice-server:shared_library"
+    exec {lock}>&-
 }
 
-build_sanitizer_variants() {
-    local entry name project sanitizer
+sanitizer_variant_names() {
+    local entry names=()
+    for entry in $SANITIZER_VARIANTS; do names+=("${entry%%:*}"); done
+    echo "${names[*]}"
+}
+
+# The sanitizer variant NAME, on demand: set-up (setup_all) leaves them out,
+# ./run build --variant NAME builds one, and the tests that use one call
+# that on its first use (tests/conftest.py, build_variant). It needs the
+# tarball and its project's extracted tree, not the virtual environment or
+# the package, so it can run while a test run uses them.
+build_variant() {
+    local want=$1 entry name project sanitizer base
     for entry in $SANITIZER_VARIANTS; do
         IFS=: read -r name project sanitizer <<<"$entry"
+        [ "$name" = "$want" ] || continue
+        base=${name%-*}
+        claim_build_dir
+        mkdir -p "$BUILD/logs"
+        ensure_tarball
+        sync_wrap_with_series
+        ensure_subproject "$TOP/$project" "$BUILD/$base" "$base"
         build_sanitizer_variant "$name" "$project" "$sanitizer"
+        step "$name: built ($BUILD/$name/$LIBRARY_IN_BUILD)"
+        return
     done
+    die "reading the build options" "there is no variant '$want' to build" \
+        "use one of: $(sanitizer_variant_names | sed 's/ /, /g'), or all (./run build alone builds stock and patched)"
 }
 
 # NAME=PATH of every variant besides the bundled patched one.
@@ -207,6 +234,5 @@ setup_all() {
     ensure_venv
     build_stock
     build_patched
-    build_sanitizer_variants
     step "set-up done ($SID_ENVIRONMENT)"
 }
