@@ -35,6 +35,9 @@ def loaded_library() -> str:
         _shim.lib.sid_spice_library_path()).decode())
 
 
+NOT_BUILT = "(not built)"
+
+
 def _library_or_none(name: str) -> str | None:
     """The variant's library, or None when it is not built (the sanitizer
     variants are built only when a test needs one)."""
@@ -87,7 +90,7 @@ def build_info() -> dict[str, Any]:
     return {
         "spice_server_version": spice_server_version(),
         "have_gstreamer_dmabuf_encoding": have_encoder(),
-        "variants": {name: _library_or_none(name) or "(not built)"
+        "variants": {name: _library_or_none(name) or NOT_BUILT
                      for name in variants.available_variants()},
         "default_variant": variants.DEFAULT_VARIANT,
         "build_config": {k: v for k, v in vars(_build_config).items()
