@@ -2,7 +2,10 @@
 spice-gtk client, no mocks."""
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -11,6 +14,9 @@ from spice_initial_draw import Client, Server
 from spice_initial_draw.events import EventKind
 from spice_initial_draw.testing import VARIANTS
 from spice_initial_draw.testing.assertions import stream_evidence
+
+# the project's top: ./run sets SID_TOP
+TOP = Path(os.environ.get("SID_TOP", Path(__file__).resolve().parents[1]))
 
 # Hypothesis profiles; --hypothesis-profile NAME overrides the choice below.
 settings.register_profile(
@@ -120,3 +126,40 @@ def make_client(request: pytest.FixtureRequest) -> Iterator[Callable[..., Client
     yield make
     for cli in clients:
         cli.close()
+
+
+@pytest.fixture(scope="session")
+def build_variant(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """build_variant(NAME): make sure the sanitizer variant NAME is built,
+    building it on its first use in the session with the tools' entry point,
+    ./run build --variant NAME (set-up leaves these variants out; meson
+    rebuilds only what changed, so an up-to-date one takes a second). Its
+    output is shown as it goes. A failed build fails every test that needs
+    the variant, with the end of its output: a missing variant never skips."""
+    tr = request.config.pluginmanager.get_plugin("terminalreporter")
+    failures: dict[str, str | None] = {}
+
+    def say(line: str) -> None:
+        if tr is not None:
+            tr.write_line(line)
+
+    def build(name: str) -> None:
+        if name not in failures:
+            cmd = [str(TOP / "run"), "build", "--variant", name]
+            say(f"building the {name} variant on its first use: ./run build --variant {name}")
+            lines: list[str] = []
+            with subprocess.Popen(cmd, cwd=TOP, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True,
+                                  errors="replace") as proc:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    lines.append(line.rstrip())
+                    say("    " + line.rstrip())
+            failures[name] = None if proc.returncode == 0 else (
+                f"the {name} variant could not be built: ./run build --variant "
+                f"{name} exited with {proc.returncode}:\n" + "\n".join(lines[-30:]))
+        failure = failures[name]
+        if failure is not None:
+            pytest.fail(failure, pytrace=False)
+
+    return build

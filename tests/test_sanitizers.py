@@ -1,6 +1,7 @@
 """The race reproductions and the stateful machine on the sanitizer builds
 (issue 5): {stock,patched}-asan (address + undefined) and
-{stock,patched}-tsan, built by ./run.  The sanitizer runtime is
+{stock,patched}-tsan, each built on its first use in a run (the
+build_variant fixture: ./run build --variant NAME).  The sanitizer runtime is
 LD_PRELOADed into the server process (before the race library); ASan and
 TSan reports go to log_path files, UBSan's to the server's stderr (read
 from the rig's output), counted per run.  ASan/UBSan reports count if any
@@ -23,6 +24,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -58,18 +60,25 @@ def runtime(kind: str) -> str | None:
     return os.path.realpath(p) if p and os.path.isabs(p) and os.path.exists(p) else None
 
 
-def sanitizer_setup(variant: str, logdir: str) -> dict:
-    """RaceRig kwargs to run `variant` (e.g. "patched-tsan"), or skip."""
+def sanitizer_setup(variant: str, logdir: str,
+                    build_variant: Callable[[str], None]) -> dict:
+    """RaceRig kwargs to run `variant` (e.g. "patched-tsan"), which
+    build_variant (the fixture) builds first if it is not.  A variant that
+    cannot be had fails the test, it is not skipped."""
     kind = variant.rsplit("-", 1)[1]
     if variant not in variants.available_variants():
-        pytest.skip(f"variant {variant!r} was not built (./run build makes it)")
+        pytest.fail(f"variant {variant!r} is not one the installed package "
+                    f"knows ({', '.join(variants.available_variants())})",
+                    pytrace=False)
+    build_variant(variant)
     try:
         variants.variant_library(variant)
     except Exception as e:
-        pytest.skip(f"variant {variant!r}: {e}")
+        pytest.fail(f"variant {variant!r}: {e}", pytrace=False)
     rt = runtime(kind)
     if rt is None:
-        pytest.skip(f"no {kind} runtime (gcc -print-file-name)")
+        pytest.fail(f"no {kind} runtime (gcc -print-file-name), although "
+                    f"{variant} was built with it", pytrace=False)
     base = os.path.join(logdir, kind)
     env = {"ASAN_OPTIONS": f"detect_leaks=0:log_path={base}:halt_on_error=1",
            "UBSAN_OPTIONS": "print_stacktrace=1",
@@ -94,8 +103,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("variant,name", cases)
 
 
-def test_repro_sanitized(request, tmp_path, variant, name):
-    kwargs = sanitizer_setup(variant, str(tmp_path))
+def test_repro_sanitized(request, tmp_path, variant, name, build_variant):
+    kwargs = sanitizer_setup(variant, str(tmp_path), build_variant)
     kwargs["env"]["SPICE_DEBUG_ALLOW_MC"] = "1"
     defects, took = run_repro(name, variant, park_timeout=20.0, **kwargs)
     own, uninstrumented, upstream = classify(reports(str(tmp_path), kwargs["output_sink"]))
@@ -112,8 +121,8 @@ def test_repro_sanitized(request, tmp_path, variant, name):
 
 
 @pytest.mark.parametrize("variant", ["patched-asan", "patched-tsan"])
-def test_stateful_sanitized(request, tmp_path, variant, extended):
-    kwargs = sanitizer_setup(variant, str(tmp_path))
+def test_stateful_sanitized(request, tmp_path, variant, extended, build_variant):
+    kwargs = sanitizer_setup(variant, str(tmp_path), build_variant)
     tally = run_machine(variant, max_examples=200 if extended else 5, rig_kwargs=kwargs)
     own, uninstrumented, upstream = classify(reports(str(tmp_path), kwargs["output_sink"]))
     report(request, f"\n  stateful {variant}: "
@@ -221,7 +230,7 @@ def test_upstream_destroy_ub_needs_its_path():
 
 
 @pytest.mark.extended   # up to a few minutes
-def test_upstream_destroy_ub_also_on_stock(tmp_path):
+def test_upstream_destroy_ub_also_on_stock(tmp_path, build_variant):
     """Stock reports UPSTREAM_DESTROY_UB on the same path: two clients, a
     draw, then the rig stops (clients first, then spice_server_destroy).
     It takes a client disconnect still queued at the destroy, which came in
@@ -230,7 +239,8 @@ def test_upstream_destroy_ub_also_on_stock(tmp_path):
     image = patterns.quadrants(320, 240)
     seen: set[str] = set()
     for attempt in range(60):
-        kwargs = sanitizer_setup("stock-asan", str(tmp_path / str(attempt)))
+        kwargs = sanitizer_setup("stock-asan", str(tmp_path / str(attempt)),
+                                 build_variant)
         kwargs["env"]["SPICE_DEBUG_ALLOW_MC"] = "1"
         with RaceRig("stock-asan", **kwargs) as rig:
             rig.scanout(image)
@@ -247,10 +257,10 @@ def test_upstream_destroy_ub_also_on_stock(tmp_path):
                 f"{sorted(UPSTREAM_DESTROY_UB)} in 60 runs")
 
 
-def test_upstream_ub_also_on_stock(tmp_path):
+def test_upstream_ub_also_on_stock(tmp_path, build_variant):
     """Every UPSTREAM_UB location is reported by the stock build too (in one
     reproduction: they are on the connect and first-frame paths)."""
-    kwargs = sanitizer_setup("stock-asan", str(tmp_path))
+    kwargs = sanitizer_setup("stock-asan", str(tmp_path), build_variant)
     kwargs["env"]["SPICE_DEBUG_ALLOW_MC"] = "1"
     run_repro("ii-scanout-during-draw-encode", "stock-asan", park_timeout=20.0, **kwargs)
     found = reports(str(tmp_path), kwargs["output_sink"])

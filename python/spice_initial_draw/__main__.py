@@ -15,6 +15,10 @@ def cmd_info() -> int:
           f"{'yes' if b['have_gstreamer_dmabuf_encoding'] else 'no'}")
     print(f"default variant: {b['default_variant']}")
     for name in variants.available_variants():
+        if b["variants"][name] == info.NOT_BUILT:
+            print(f"variant {name}: not built yet (./run build --variant {name}; "
+                  "the tests that use it build it)")
+            continue
         v = info.variant_info(name)
         lib = v.get("library") or f"unavailable ({v.get('error')})"
         print(f"variant {name}: {lib}")

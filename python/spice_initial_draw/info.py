@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from . import variants
+from .errors import VariantError
 
 
 def spice_server_version() -> str:
@@ -34,10 +35,22 @@ def loaded_library() -> str:
         _shim.lib.sid_spice_library_path()).decode())
 
 
+NOT_BUILT = "(not built)"
+
+
+def _library_or_none(name: str) -> str | None:
+    """The variant's library, or None when it is not built (the sanitizer
+    variants are built only when a test needs one)."""
+    try:
+        return variants.variant_library(name)
+    except VariantError:
+        return None
+
+
 def loaded_variant() -> str:
     lib = loaded_library()
     for name in variants.available_variants():
-        path = variants.variant_library(name)
+        path = _library_or_none(name)
         if path and os.path.realpath(path) == lib:
             return name
     return variants.DEFAULT_VARIANT
@@ -77,7 +90,7 @@ def build_info() -> dict[str, Any]:
     return {
         "spice_server_version": spice_server_version(),
         "have_gstreamer_dmabuf_encoding": have_encoder(),
-        "variants": {name: variants.variant_library(name) or "(bundled)"
+        "variants": {name: _library_or_none(name) or NOT_BUILT
                      for name in variants.available_variants()},
         "default_variant": variants.DEFAULT_VARIANT,
         "build_config": {k: v for k, v in vars(_build_config).items()

@@ -65,9 +65,13 @@ def variant_library(variant: str) -> str:
     if variant in libs:
         path = libs[variant]
         if not os.path.exists(path):
+            # the sanitizer variants are built on demand only
+            how = (f"./run build --variant {variant} builds it (the tests "
+                   "that use it build it themselves)"
+                   if variant.endswith(("-asan", "-tsan"))
+                   else "./run build builds it")
             raise VariantError(
-                f"spice-server variant {variant!r}: {path} does not exist; "
-                "rebuild the project (./run build) to produce it")
+                f"spice-server variant {variant!r}: {path} does not exist; {how}")
         return path
     if variant == DEFAULT_VARIANT:
         return bundled_library()

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# Set-up and the commands of ./run, in whatever environment has the
-# requirements (the host, or the Debian 13 root).
+# Set-up, in whatever environment has the requirements (the host, or the
+# Debian 13 root): the release tarball, the stock and patched builds, the
+# virtual environment and the Python package; the sanitizer variants on demand.
 
 SPICE_TARBALL=spice-0.16.0.tar.bz2
 SPICE_SHA256=0a6ec9528f05371261bbb2d46ff35e7b5c45ff89bb975a99af95a5f20ff4717d
@@ -13,59 +14,8 @@ STOCK_BUILD=$BUILD/stock
 STOCK_LIBRARY=$STOCK_BUILD/subprojects/$SPICE_DIR/server/libspice-server.so.1
 LIBRARY_IN_BUILD=subprojects/$SPICE_DIR/server/libspice-server.so.1
 # Sanitizer variants of both libraries, for the race tests: NAME:PROJECT:SANITIZER.
+# Built on demand only (build_variant), by the tests that use them.
 SANITIZER_VARIANTS="stock-asan:stock:address,undefined patched-asan:.:address,undefined stock-tsan:stock:thread patched-tsan:.:thread"
-
-# What the build and the tests need, or nothing when the host has it all.
-host_missing_requirements() {
-    local missing=() tool
-    for tool in meson ninja cc c++ pkg-config python3; do
-        command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-    done
-    if command -v pkg-config >/dev/null 2>&1; then
-        pkg-config --atleast-version=1.24 gstreamer-1.0 gstreamer-allocators-1.0 2>/dev/null ||
-            missing+=("GStreamer >= 1.24 with gstreamer-allocators")
-        pkg-config --atleast-version=0.14.5 spice-protocol 2>/dev/null || missing+=("spice-protocol >= 0.14.5")
-    fi
-    if command -v cc >/dev/null 2>&1; then
-        echo '#include <drm/drm_fourcc.h>' | cc -E -x c - >/dev/null 2>&1 || missing+=("drm/drm_fourcc.h")
-    fi
-    if command -v python3 >/dev/null 2>&1; then
-        python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null || missing+=("Python >= 3.11")
-        python3 - <<'EOF' 2>/dev/null || missing+=("Python modules cffi, mesonpy, pytest, hypothesis, PIL, gi with SpiceClientGLib 2.0")
-import cffi, mesonpy, pytest, hypothesis, PIL, gi
-gi.require_version('SpiceClientGLib', '2.0')
-from gi.repository import SpiceClientGLib
-EOF
-    fi
-    local IFS=,
-    echo "${missing[*]}"
-}
-
-exec_in_root() {
-    local root arg prev=""
-    root=$(root_dir)
-    # ./run install --prefix DIR: DIR is on the host, so mount it in the root too.
-    if [ "${1:-}" = install ]; then
-        for arg in "$@"; do
-            case "$prev|$arg" in
-                --prefix\|*) SID_EXTRA_BIND=$arg ;;
-                *\|--prefix=*) SID_EXTRA_BIND=${arg#--prefix=} ;;
-            esac
-            prev=$arg
-        done
-        if [ -n "${SID_EXTRA_BIND:-}" ]; then
-            mkdir -p "$SID_EXTRA_BIND"
-            SID_EXTRA_BIND=$(cd "$SID_EXTRA_BIND" && pwd)
-            export SID_EXTRA_BIND
-        fi
-    fi
-    # A shared lock on the root's marker for as long as the run lasts: a run
-    # that makes a newer root does not remove this one under it.
-    exec 8<"$root/.sid-root-complete"
-    flock -s 8
-    in_root_ns "$root" "$TOP/run" "$@"
-    exit $?
-}
 
 # The build directory belongs to one environment (host or a given root); a
 # build made elsewhere is thrown away rather than mixed with this one.
@@ -185,8 +135,11 @@ build_stock() {
 
 # A sanitizer variant: only libspice-server itself is built, with
 # -fsanitize; a process loads it with the sanitizer's runtime preloaded.
+# Under a lock: two runs in this tree may ask for the same one at once.
 build_sanitizer_variant() {
-    local name=$1 project=$2 sanitizer=$3 builddir=$BUILD/$1
+    local name=$1 project=$2 sanitizer=$3 builddir=$BUILD/$1 lock
+    exec {lock}>"$BUILD/.$name.lock"
+    flock "$lock"
     if [ ! -e "$builddir/build.ninja" ]; then
         step "$name: configuring (-Db_sanitize=$sanitizer)"
         run_logged "$name: meson setup" "$BUILD/logs/$name-setup.log" \
@@ -195,14 +148,37 @@ build_sanitizer_variant() {
     step "$name: building libspice-server (about 1 minute the first time)"
     run_logged "$name: building" "$BUILD/logs/$name-build.log" \
         meson compile -C "$builddir" "subprojects/$SPICE_DIR/server/spice-server:shared_library"
+    exec {lock}>&-
 }
 
-build_sanitizer_variants() {
-    local entry name project sanitizer
+sanitizer_variant_names() {
+    local entry names=()
+    for entry in $SANITIZER_VARIANTS; do names+=("${entry%%:*}"); done
+    echo "${names[*]}"
+}
+
+# The sanitizer variant NAME, on demand: set-up (setup_all) leaves them out,
+# ./run build --variant NAME builds one, and the tests that use one call
+# that on its first use (tests/conftest.py, build_variant). It needs the
+# tarball and its project's extracted tree, not the virtual environment or
+# the package, so it can run while a test run uses them.
+build_variant() {
+    local want=$1 entry name project sanitizer base
     for entry in $SANITIZER_VARIANTS; do
         IFS=: read -r name project sanitizer <<<"$entry"
+        [ "$name" = "$want" ] || continue
+        base=${name%-*}
+        claim_build_dir
+        mkdir -p "$BUILD/logs"
+        ensure_tarball
+        sync_wrap_with_series
+        ensure_subproject "$TOP/$project" "$BUILD/$base" "$base"
         build_sanitizer_variant "$name" "$project" "$sanitizer"
+        step "$name: built ($BUILD/$name/$LIBRARY_IN_BUILD)"
+        return
     done
+    die "reading the build options" "there is no variant '$want' to build" \
+        "use one of: $(sanitizer_variant_names | sed 's/ /, /g'), or all (./run build alone builds stock and patched)"
 }
 
 # NAME=PATH of every variant besides the bundled patched one.
@@ -258,107 +234,5 @@ setup_all() {
     ensure_venv
     build_stock
     build_patched
-    build_sanitizer_variants
     step "set-up done ($SID_ENVIRONMENT)"
-}
-
-# meson install of the patched spice-server (library, headers, spice-server.pc)
-# into PREFIX, from a build directory of its own configured with that prefix.
-run_install() {
-    local prefix=""
-    while [ $# -gt 0 ]; do
-        case "$1" in
-            --prefix) prefix=${2:-}; shift ;;
-            --prefix=*) prefix=${1#--prefix=} ;;
-            *) die "reading the install options" "unknown option '$1'" "use: ./run install --prefix DIR" ;;
-        esac
-        shift
-    done
-    [ -n "$prefix" ] || die "reading the install options" "no --prefix given" "use: ./run install --prefix DIR"
-    mkdir -p "$prefix"
-    prefix=$(cd "$prefix" && pwd)
-    local builddir=$BUILD/install
-    if [ -e "$builddir/build.ninja" ]; then
-        run_logged "install: configuring for $prefix" "$BUILD/logs/install-setup.log" \
-            meson configure "$builddir" --prefix="$prefix"
-    else
-        step "install: configuring a build for $prefix"
-        run_logged "install: configuring for $prefix" "$BUILD/logs/install-setup.log" \
-            meson setup "$builddir" "$TOP" --prefix="$prefix" --libdir=lib --buildtype=release -Db_ndebug=if-release
-    fi
-    step "install: building and installing the patched spice-server into $prefix"
-    run_logged "install: meson install" "$BUILD/logs/install.log" \
-        meson install -C "$builddir" --tags runtime,devel
-    note "installed: $(cd "$prefix" && find . -name 'libspice-server.so*' -o -name spice-server.pc -o -name spice.h | sort | tr '\n' ' ')"
-    note "build against it with: PKG_CONFIG_PATH=$prefix/lib/pkgconfig pkg-config --cflags --libs spice-server"
-}
-
-run_info() {
-    "$VENV/bin/python" -m spice_initial_draw info
-}
-
-# spice-server's own registered test suite, for one variant.
-run_upstream_suite() {
-    local name=$1 builddir=$2
-    step "$name: spice-server's own test suite (meson test)"
-    meson test -C "$builddir" --suite spice-server --suite spice-common --print-errorlogs --num-processes 2 2>&1 |
-        grep -E '^ *[0-9]+/[0-9]+ |^(Ok|Fail|Expected Fail|Unexpected Pass|Skipped|Timeout): *[0-9]' | sed "s/^/    [$name] /"
-    return "${PIPESTATUS[0]}"
-}
-
-# spice-server's test-video-encoders, run from the directory it needs (upstream
-# registers it, with -Dextra-checks, so that meson runs it elsewhere: exit 127).
-run_video_encoders() {
-    local name=$1 builddir=$2
-    step "$name: spice-server's test-video-encoders (about 2 minutes)"
-    local dir=$builddir/subprojects/$SPICE_DIR/server/tests
-    run_logged "$name: test-video-encoders" "$BUILD/logs/$name-test-video-encoders.log" \
-        bash -c "cd '$dir' && '$TOP/subprojects/$SPICE_DIR/server/tests/test-video-encoders'"
-    note "$name: test-video-encoders passed ($(grep -c -i 'ok\|pass' "$BUILD/logs/$name-test-video-encoders.log") lines of success)"
-}
-
-run_tests() {
-    local extended=0 pytest_args=() test_paths=0
-    while [ $# -gt 0 ]; do
-        case "$1" in
-            --extended) extended=1 ;;
-            -*) pytest_args+=("$1") ;;
-            *) pytest_args+=("$1")
-               # a test file or node id: run only what was named
-               if [ -e "${1%%::*}" ]; then test_paths=1; fi ;;
-        esac
-        shift
-    done
-    local failed=0
-    if [ "$test_paths" = 1 ]; then
-        note "tests named: spice-server's own suite skipped (./run test without paths runs it)"
-    else
-        run_upstream_suite stock "$STOCK_BUILD" || failed=1
-        run_upstream_suite patched "$PATCHED_BUILD" || failed=1
-        pytest_args+=("$TOP/tests")
-    fi
-    if [ "$extended" = 1 ]; then
-        run_video_encoders stock "$STOCK_BUILD"
-        run_video_encoders patched "$PATCHED_BUILD"
-    fi
-    step "pytest$([ "$extended" = 1 ] && echo ' (extended)')"
-    [ "$extended" = 1 ] && pytest_args=(--extended "${pytest_args[@]}")
-    SID_TOP=$TOP "$VENV/bin/python" -m pytest -p no:cacheprovider "${pytest_args[@]}" || failed=1
-    [ "$failed" = 0 ] || { echo "some tests failed (see above)" >&2; return 1; }
-}
-
-run_bench() {
-    SID_TOP=$TOP "$VENV/bin/python" "$TOP/bench/run.py" --output "$TOP/bench/results" "$@"
-}
-
-run_demo() {
-    "$VENV/bin/python" -m spice_initial_draw demo --output "$TOP/demo-output" "$@"
-}
-
-run_shell() {
-    if [ $# -gt 0 ]; then
-        PATH=$VENV/bin:$PATH "$@"
-    else
-        PATH=$VENV/bin:$PATH PS1='(spice-initial-draw) \w\$ ' bash --norc -i
-    fi
 }
