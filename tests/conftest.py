@@ -19,9 +19,13 @@ from spice_initial_draw.testing.assertions import stream_evidence
 TOP = Path(os.environ.get("SID_TOP", Path(__file__).resolve().parents[1]))
 
 # Hypothesis profiles; --hypothesis-profile NAME overrides the choice below.
+# Each run draws new schedules (Hypothesis's own "ci" profile, which it loads
+# where it detects CI, would repeat the same ones); a failure prints the seed
+# that --hypothesis-seed=N replays.
 settings.register_profile(
     "sid-ci", max_examples=200, stateful_step_count=6, deadline=None,
-    print_blob=True, suppress_health_check=list(HealthCheck))
+    derandomize=False, database=None, print_blob=True,
+    suppress_health_check=list(HealthCheck))
 settings.register_profile(
     "sid-extended", settings.get_profile("sid-ci"), max_examples=5000,
     stateful_step_count=12)
