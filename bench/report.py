@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 from typing import Any, Iterable
 
@@ -15,11 +16,9 @@ DONE_TARGET_MS, DONE_TARGET_RATIO = 5.0, 1.05  # issue 16: draw -> complete vs s
 
 
 def median(v: Iterable[float]) -> float:
-    s = sorted(v)
-    if not s:
-        return float("nan")
-    m = len(s) // 2
-    return s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2
+    """statistics.median, NaN (shown as "–") when there is no value."""
+    s = list(v)
+    return statistics.median(s) if s else float("nan")
 
 
 def pct(v: Iterable[float], p: float) -> float:
