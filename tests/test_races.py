@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from spice_initial_draw.testing import VARIANTS
 from spice_initial_draw.testing.assertions import report
-from spice_initial_draw.testing.repros import REPROS, VARIANTS, run_repro
+from spice_initial_draw.testing.repros import REPROS, run_repro
 
 # (iii) and (iv) also found a crash of both variants (SIGSEGV releasing a
 # stream item of a client the stream was never created on, agent->dcc ==

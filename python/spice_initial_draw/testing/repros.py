@@ -22,9 +22,6 @@ A = patterns.quadrants(W, H)
 B = patterns.solid(patterns.BLUE, W, H)
 C = patterns.bars(W, H)
 
-# The rig's variant list (the sanitizer tests reuse REPROS on their variants).
-VARIANTS = ("stock", "patched")
-
 
 def sends_initial_frame(variant: str) -> bool:
     return not variant.startswith("stock")
