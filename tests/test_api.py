@@ -1,10 +1,14 @@
-"""Pure-Python parts: patterns, PNG output, info."""
+"""Pure-Python parts: patterns, PNG output, info, the workers' RPC."""
 from __future__ import annotations
 
+import gc
+import socket
 import struct
+import sys
 import zlib
+from multiprocessing.connection import Connection
 
-from spice_initial_draw import build_info, patterns, spice_server_version
+from spice_initial_draw import _rpc, build_info, patterns, spice_server_version
 from spice_initial_draw.frames import Frame
 
 
@@ -39,3 +43,36 @@ def test_build_info():
     assert spice_server_version().startswith("0.16")
     assert info["have_gstreamer_dmabuf_encoding"] is True
     assert "stock" in info["variants"] and "patched" in info["variants"]
+
+
+def _send_to_a_dead_worker() -> str:
+    """An RPC sent to a worker that went away, its error kept the way a test
+    keeps one it caught (the traceback holds this frame, which holds it)."""
+    ours, theirs = socket.socketpair()
+    theirs.close()
+    conn = Connection(ours.detach())
+    kept: list[OSError] = []
+    try:
+        _rpc.send(conn, ("scanout", (bytes(64 * 1024),), {}))
+    except OSError as e:
+        kept.append(e)
+    finally:
+        conn.close()
+    return type(kept[0]).__name__
+
+
+def test_failed_rpc_send_leaves_no_buffer_to_the_garbage_collector():
+    """A failed send's traceback pins no view of a BytesIO: the garbage
+    collector, freeing the error, would close that BytesIO under the view
+    (BufferError, an unraisable exception; Connection.send does that)."""
+    unraisable: list[str] = []
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda u: unraisable.append(
+        f"{u.exc_type.__name__}: {u.exc_value} in {u.object!r}")
+    try:
+        gc.collect()
+        assert _send_to_a_dead_worker() == "BrokenPipeError"
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    assert not unraisable

@@ -32,6 +32,8 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -54,6 +56,78 @@ RE_ELEMENT = re.compile(r"new element was added to Gstreamer's pipeline \((\w+)\
 RE_STATS = re.compile(r"display_stream_stats_debug: id=(\d+) #in-frames=(\d+)")
 
 
+@dataclass
+class CycleStats:
+    """rpc_cycle's result (as a dict, these keys): sessions run, display
+    channels opened, sessions that showed a stream frame, main channels
+    closed, seconds in all."""
+    cycles: int = 0
+    ready: int = 0
+    frames: int = 0
+    closed: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class CycleSession:
+    """One short session of rpc_cycle and what its signal handlers saw.
+    `stream` is set by ClientState.on_log (a stream was created)."""
+    codec: str | None
+    ready: bool = False          # the display channel is open
+    stream: bool = False         # a stream was created
+    frame: bool = False          # an invalidate after the stream's creation
+    channels: int = 0            # channel-new
+    destroyed: int = 0           # channel-destroy
+    main_closed: bool = False    # the main channel had an event other than OPENED
+    main_events: list[str] = field(default_factory=list)
+
+    def start(self, host: str, port: int) -> Any:
+        """A new session to host:port, its handlers connected, connecting."""
+        s = SpiceClientGLib.Session()
+        s.props.host = host
+        s.props.port = str(port)
+        GObject.Object.connect(s, "channel-new", self.on_new)
+        GObject.Object.connect(s, "channel-destroy", self.on_destroy)
+        s.connect()
+        return s
+
+    def on_new(self, _s: Any, ch: Any) -> None:
+        self.channels += 1
+        GObject.Object.connect(ch, "channel-event", self.on_event)
+        if isinstance(ch, SpiceClientGLib.DisplayChannel):
+            GObject.Object.connect(ch, "display-invalidate", self.on_invalidate)
+            ch.connect()
+
+    def on_destroy(self, _s: Any, _ch: Any) -> None:
+        self.destroyed += 1
+
+    def on_event(self, ch: Any, event: Any) -> None:
+        if event != SpiceClientGLib.ChannelEvent.OPENED and \
+                isinstance(ch, SpiceClientGLib.MainChannel):
+            self.main_closed = True
+            self.main_events.append(str(event))
+        if event == SpiceClientGLib.ChannelEvent.OPENED and \
+                isinstance(ch, SpiceClientGLib.DisplayChannel):
+            if self.codec:
+                ch.display_channel_change_preferred_video_codec_types(
+                    [CODEC_TYPES[self.codec]])
+            self.ready = True
+
+    def on_invalidate(self, _ch: Any, *_a: Any) -> None:
+        if self.stream:
+            self.frame = True
+
+
+def iterate_until(done: Callable[[], bool], seconds: float) -> bool:
+    """Run the default main context until done() or `seconds` have passed
+    (something must wake it: rpc_cycle's tick); returns done()."""
+    ctx = GLib.MainContext.default()
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        ctx.iteration(True)
+    return done()
+
+
 class ClientState:
     def __init__(self, loop: GLib.MainLoop) -> None:
         self.loop = loop
@@ -64,7 +138,7 @@ class ClientState:
         self.streaming: dict[int, bool] = {}
         self.last_channel = 0
         self.channels: list[Any] = []
-        self.cycle: dict[str, Any] | None = None   # state of rpc_cycle
+        self.cycle: CycleSession | None = None   # rpc_cycle's current session
         self.old_sessions: list[Any] = []
         GLib.log_set_handler("GSpice", GLib.LogLevelFlags.LEVEL_MASK
                              | GLib.LogLevelFlags.FLAG_FATAL
@@ -85,7 +159,7 @@ class ClientState:
         if (m := RE_STREAM.search(message)):
             self.streaming[ch] = True
             if self.cycle is not None:
-                self.cycle["stream"] = True
+                self.cycle.stream = True
                 return
             self.add("stream-create", ch, stream_id=int(m.group(1)))
         elif (m := RE_ELEMENT.search(message)):
@@ -220,79 +294,40 @@ class ClientState:
                   wait_frame: float = 0.0, timeout: float = 10.0) -> dict[str, Any]:
         """`count` sessions one after the other: connect, wait until the
         display channel is open (and, with wait_frame > 0, up to wait_frame
-        s for a stream frame), disconnect, wait until every channel is
-        gone.  Nothing is added to the event log; returns counts."""
-        ctx = GLib.MainContext.default()
-        out: dict[str, Any] = dict(cycles=0, ready=0, frames=0, closed=0,
-                                   seconds=0.0)
+        s for a stream frame), disconnect, wait until the main channel is
+        closed.  Nothing is added to the event log; returns CycleStats as
+        a dict."""
+        stats = CycleStats()
         t0 = time.monotonic()
         tick = GLib.timeout_add(20, lambda: True)   # wakes iteration(True)
         try:
             for _ in range(count):
-                st: dict[str, Any] = dict(ready=False, stream=False, frame=False,
-                                          channels=0, destroyed=0,
-                                          main_closed=False)
-                self.cycle = st
-                s = SpiceClientGLib.Session()
-                s.props.host = host
-                s.props.port = str(port)
-
-                def on_event(ch: Any, event: Any, st: dict = st) -> None:
-                    if event != SpiceClientGLib.ChannelEvent.OPENED and \
-                            isinstance(ch, SpiceClientGLib.MainChannel):
-                        st["main_closed"] = True
-                        st.setdefault("main_events", []).append(str(event))
-                    if event == SpiceClientGLib.ChannelEvent.OPENED and \
-                            isinstance(ch, SpiceClientGLib.DisplayChannel):
-                        if codec:
-                            ch.display_channel_change_preferred_video_codec_types(
-                                [CODEC_TYPES[codec]])
-                        st["ready"] = True
-
-                def on_inval(ch: Any, *_a: Any, st: dict = st) -> None:
-                    if st["stream"]:
-                        st["frame"] = True
-
-                def on_new(_s: Any, ch: Any, st: dict = st) -> None:
-                    st["channels"] += 1
-                    GObject.Object.connect(ch, "channel-event", on_event)
-                    if isinstance(ch, SpiceClientGLib.DisplayChannel):
-                        GObject.Object.connect(ch, "display-invalidate", on_inval)
-                        ch.connect()
-
-                def on_destroy(_s: Any, _ch: Any, st: dict = st) -> None:
-                    st["destroyed"] += 1
-
-                GObject.Object.connect(s, "channel-new", on_new)
-                GObject.Object.connect(s, "channel-destroy", on_destroy)
-                s.connect()
-                deadline = time.monotonic() + timeout
-                while not st["ready"] and time.monotonic() < deadline:
-                    ctx.iteration(True)
-                if not st["ready"]:
-                    raise TimeoutError(f"cycle {out['cycles']}: display "
-                                       f"channel not open within {timeout} s"
-                                       f" ({st})")
-                out["ready"] += 1
-                if wait_frame > 0:
-                    fdl = time.monotonic() + wait_frame
-                    while not st["frame"] and time.monotonic() < fdl:
-                        ctx.iteration(True)
-                out["frames"] += int(st["frame"])
-                s.disconnect()
-                self.old_sessions.append(s)
-                deadline = time.monotonic() + timeout
-                while not st["main_closed"] and time.monotonic() < deadline:
-                    ctx.iteration(True)
-                out["closed"] += int(st["main_closed"])
-                out["cycles"] += 1
-                while ctx.pending():
-                    ctx.iteration(False)
+                self._run_one_cycle(stats, host, port, codec, wait_frame, timeout)
         finally:
             self.cycle = None
             GLib.source_remove(tick)
-            out["seconds"] = time.monotonic() - t0
-        return out
+            stats.seconds = time.monotonic() - t0
+        return asdict(stats)
+
+    def _run_one_cycle(self, stats: CycleStats, host: str, port: int,
+                       codec: str | None, wait_frame: float, timeout: float) -> None:
+        """One session of rpc_cycle, counted in `stats`."""
+        cycle = self.cycle = CycleSession(codec)
+        session = cycle.start(host, port)
+        if not iterate_until(lambda: cycle.ready, timeout):
+            raise TimeoutError(f"cycle {stats.cycles}: display channel not "
+                               f"open within {timeout} s ({cycle})")
+        stats.ready += 1
+        if wait_frame > 0:
+            iterate_until(lambda: cycle.frame, wait_frame)
+        stats.frames += int(cycle.frame)
+        session.disconnect()
+        self.old_sessions.append(session)
+        stats.closed += int(iterate_until(lambda: cycle.main_closed, timeout))
+        stats.cycles += 1
+        ctx = GLib.MainContext.default()
+        while ctx.pending():
+            ctx.iteration(False)
 
     def rpc_events(self, since: int) -> list[tuple[int, str, int, dict[str, Any]]]:
         return self.events[since:]

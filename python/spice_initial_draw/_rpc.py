@@ -3,12 +3,29 @@ worker subprocess (pickled tuples, multiprocessing's framing)."""
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 import subprocess
 import sys
 import tempfile
 from multiprocessing.connection import Connection
 from typing import Any
+
+
+def send(conn: Connection, obj: Any) -> None:
+    """conn.send(obj), pickled to bytes first.
+
+    Connection.send() pickles into a BytesIO and sends a view of it
+    (BytesIO.getbuffer()). When the send fails (the worker died: EPIPE),
+    the frames in the OSError's traceback hold that view, and what is
+    raised from the OSError keeps it (as __context__, even `from None`).
+    Once such an exception is in a reference cycle (pytest.raises, a test
+    keeping the error it caught), the garbage collector finalises the
+    BytesIO while the view still exports its buffer: BytesIO.close() then
+    raises BufferError, reported as an unraisable exception (CPython
+    gh-111331). A bytes object has no such export; the framing is
+    send()'s, so the other end's recv() reads it as before."""
+    conn.send_bytes(pickle.dumps(obj))
 
 
 class WorkerDied(Exception):
@@ -52,7 +69,7 @@ class WorkerProcess:
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         try:
-            self.conn.send((method, args, kwargs))
+            send(self.conn, (method, args, kwargs))
             status, payload = self.conn.recv()
         except (EOFError, OSError, BrokenPipeError) as e:
             raise WorkerDied(str(e)) from None
@@ -87,7 +104,7 @@ class WorkerProcess:
         """Ask the worker to exit, then kill it if it does not."""
         if self.proc.poll() is None:
             try:
-                self.conn.send(("exit", (), {}))
+                send(self.conn, ("exit", (), {}))
             except OSError:
                 pass
             if self.wait(timeout) is None:
@@ -105,12 +122,12 @@ def answer(conn: Connection, handlers: Any) -> bool:
     except (EOFError, OSError):
         return False
     if method == "exit":
-        conn.send(("ok", None))
+        send(conn, ("ok", None))
         return False
     try:
-        conn.send(("ok", getattr(handlers, "rpc_" + method)(*args, **kwargs)))
+        send(conn, ("ok", getattr(handlers, "rpc_" + method)(*args, **kwargs)))
     except Exception as e:  # reported to the parent
-        conn.send(("err", (type(e).__name__, str(e), getattr(e, "status", None))))
+        send(conn, ("err", (type(e).__name__, str(e), getattr(e, "status", None))))
     return True
 
 

@@ -23,7 +23,7 @@ from spice_initial_draw import (
 )
 from spice_initial_draw.events import EventKind
 
-from .assertions import assert_shows
+from .assertions import wait_shows
 
 XRGB = patterns.DRM_FORMAT_XRGB8888
 NV12 = patterns.DRM_FORMAT_NV12
@@ -144,17 +144,12 @@ def connect_showing(srv: Any, cli: Any, image: Any) -> None:
     d = srv.display(0)
     for attempt in range(3):
         d.draw(0, 0, image.width, image.height).wait(10)
-        deadline = time.monotonic() + 3.0
-        while True:
-            try:
-                assert_shows(cli.frame(), image)
-                return
-            except AssertionError:
-                if time.monotonic() > deadline:
-                    if attempt == 2:
-                        raise
-                    break
-                time.sleep(0.05)
+        try:
+            wait_shows(cli, image, 3.0)
+            return
+        except AssertionError:
+            if attempt == 2:
+                raise
 
 
 def warnings_naming(output: str, regex: str) -> list[str]:
@@ -239,16 +234,8 @@ def run_bad_scanout(srv: Any, cli: Any, scanout_kwargs: dict[str, Any],
             else:
                 out.add(NOT_SHOWN, f"next good draw: {type(e).__name__}: {e}")
             return out
-        deadline = time.monotonic() + SHOW_TIMEOUT / DRAWS_TO_SHOW
         try:
-            while True:
-                try:
-                    assert_shows(cli.frame(), next_image)
-                    break
-                except AssertionError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
+            wait_shows(cli, next_image, SHOW_TIMEOUT / DRAWS_TO_SHOW)
             break
         except AssertionError as e:
             if attempt == DRAWS_TO_SHOW - 1:
