@@ -46,6 +46,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "stock_defect(reason, raises): stock 0.16.0 fails this test in the "
                    "way `reason` says, raising `raises`; on the stock variant it is a "
                    "strict xfail (a stock pass is reported as an error)")
+    config.addinivalue_line(
+        "markers", "patched_only(reason): the behaviour this test checks does not exist "
+                   "on stock 0.16.0, for the `reason` given; skipped on the stock variant")
 
 
 def pytest_collection_modifyitems(config: pytest.Config,
@@ -54,12 +57,17 @@ def pytest_collection_modifyitems(config: pytest.Config,
     for item in items:
         if item.get_closest_marker("extended") and not config.getoption("--extended"):
             item.add_marker(skip_long)
-        defect = item.get_closest_marker("stock_defect")
         callspec = getattr(item, "callspec", None)
-        if defect and callspec and callspec.params.get("variant") == "stock":
+        on_stock = callspec is not None and callspec.params.get("variant") == "stock"
+        defect = item.get_closest_marker("stock_defect")
+        if defect and on_stock:
             item.add_marker(pytest.mark.xfail(
                 strict=True, raises=defect.kwargs["raises"],
                 reason=f"stock 0.16.0: {defect.args[0]}"))
+        patched_only = item.get_closest_marker("patched_only")
+        if patched_only and on_stock:
+            item.add_marker(pytest.mark.skip(
+                reason=f"patched only: {patched_only.args[0]}"))
 
 
 @pytest.fixture
