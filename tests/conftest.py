@@ -37,9 +37,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                           "the long repeat counts (./run test --extended)")
 
 
+def is_extended(config: pytest.Config) -> bool:
+    """Whether this run has --extended (tests take the `extended` fixture
+    instead of reading the option)."""
+    return bool(config.getoption("--extended"))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("hypothesis_profile", None) is None:
-        settings.load_profile("sid-extended" if config.getoption("--extended") else "sid-ci")
+        settings.load_profile("sid-extended" if is_extended(config) else "sid-ci")
     config.addinivalue_line(
         "markers", "extended: a long case, run only with --extended")
     config.addinivalue_line(
@@ -51,11 +57,21 @@ def pytest_configure(config: pytest.Config) -> None:
                    "on stock 0.16.0, for the `reason` given; skipped on the stock variant")
 
 
+# runs of a test that takes a `repeat` parameter, and with --extended
+REPEATS, EXTENDED_REPEATS = 1, 5
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "repeat" in metafunc.fixturenames:
+        metafunc.parametrize("repeat", range(EXTENDED_REPEATS if is_extended(metafunc.config)
+                                             else REPEATS))
+
+
 def pytest_collection_modifyitems(config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
     skip_long = pytest.mark.skip(reason="a long case: ./run test --extended")
     for item in items:
-        if item.get_closest_marker("extended") and not config.getoption("--extended"):
+        if item.get_closest_marker("extended") and not is_extended(config):
             item.add_marker(skip_long)
         callspec = getattr(item, "callspec", None)
         on_stock = callspec is not None and callspec.params.get("variant") == "stock"
@@ -73,7 +89,7 @@ def pytest_collection_modifyitems(config: pytest.Config,
 @pytest.fixture
 def extended(request: pytest.FixtureRequest) -> bool:
     """Whether this run has --extended (long repeat counts)."""
-    return bool(request.config.getoption("--extended"))
+    return is_extended(request.config)
 
 
 @pytest.fixture(params=VARIANTS)

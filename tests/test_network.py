@@ -99,11 +99,6 @@ class EchoServer:
         self._sock.close()
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "repeat" in metafunc.fixturenames:   # 5 repeats with --extended
-        metafunc.parametrize("repeat", range(5 if metafunc.config.getoption("--extended") else 1))
-
-
 @pytest.mark.parametrize("name", sorted(PROFILES))
 def test_proxy_meets_its_profile(name):
     """Measured round trip and throughput within 10 % of the profile (lan:
@@ -128,7 +123,7 @@ def test_proxy_meets_its_profile(name):
 @pytest.mark.parametrize("codec", VIDEO_CODECS)
 @pytest.mark.parametrize("name", sorted(PROFILES))
 def test_initial_frame_and_next_draw_over_the_link(make_server, variant, name, codec,
-                                                   repeat):
+                                                   repeat):   # 5 repeats with --extended
     srv = make_server(codecs=f"gstreamer:{codec}", variant=variant)
     d = srv.display(0)
     image = patterns.quadrants(1920, 1080)

@@ -55,7 +55,7 @@ def repeat(request, variant: str, codec: str, scenario,
            env: dict[str, str] | None = None) -> None:
     """Run scenario(srv, clients) REPEATS times (once on stock) on a fresh
     server each, with the failing run's evidence."""
-    default = 100 if request.config.getoption("--extended") else 10
+    default = 100 if request.getfixturevalue("extended") else 10
     runs = int(os.environ.get("SID_REPEATS") or default) if variant == "patched" else 1
     late_runs: list[str] = []
     for run in range(runs):
