@@ -1,5 +1,18 @@
 """Shared fixtures of the harness tests: real spice-server (shim), real
-spice-gtk client, no mocks."""
+spice-gtk client, no mocks.
+
+Tests take the `variant` fixture ("stock", "patched").  Where the two
+differ, one idiom each:
+- a test that stock 0.16.0 fails outright is marked
+  `@pytest.mark.stock_defect(reason, raises=Exc)`: a strict xfail on stock;
+- a test that cannot run on stock (the behaviour it checks does not exist
+  there) is marked `@pytest.mark.patched_only(reason)`: skipped on stock;
+- everything else that differs by variant goes through a named assertion
+  of spice_initial_draw.testing.expect, which asserts what each variant
+  does (stock's defect positively) and says why they differ: no test has
+  an `if variant == ...` branch.
+Long runs: tests do not read `--extended` themselves; they take the
+`extended` fixture, the `extended` marker, or a `repeat` parameter."""
 from __future__ import annotations
 
 import os

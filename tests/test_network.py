@@ -15,11 +15,7 @@ import pytest
 from spice_initial_draw import Client, patterns
 from spice_initial_draw.netshape import CHUNK, PROFILES, ShapingProxy
 from spice_initial_draw.testing import FRAME_TIMEOUT, NO_FRAME_WINDOW, VIDEO_CODECS
-from spice_initial_draw.testing.assertions import (
-    shows_initial_frame_or_nothing,
-    stream_evidence,
-    wait_shows,
-)
+from spice_initial_draw.testing.expect import shows_initial_frame_or_nothing, shows_the_draw
 
 # the poor profile moves a 1080p frame in seconds, not milliseconds
 TIMEOUT = 2 * FRAME_TIMEOUT
@@ -138,10 +134,6 @@ def test_initial_frame_and_next_draw_over_the_link(make_server, variant, name, c
                 patterns.WHITE, patterns.RED, patterns.GREEN, patterns.BLUE))
             d.scanout(after)
             d.draw().wait(TIMEOUT)
-            if variant == "patched":
-                try:
-                    wait_shows(cli, after, TIMEOUT)
-                except AssertionError as e:
-                    raise AssertionError(f"{name}/{codec}: the draw after connect: {e}\n"
-                                         + stream_evidence(srv, [cli])) from None
+            shows_the_draw(cli, after, variant, TIMEOUT, srv,
+                           f"{name}/{codec}: the draw after connect: ")
     assert not srv.fatal_errors()

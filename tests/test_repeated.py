@@ -22,13 +22,14 @@ import pytest
 
 from spice_initial_draw import Client, Server, patterns
 from spice_initial_draw.events import EventKind
-from spice_initial_draw.testing import FRAME_TIMEOUT, NO_FRAME_WINDOW, VIDEO_CODECS
+from spice_initial_draw.testing import FRAME_TIMEOUT, VIDEO_CODECS
 from spice_initial_draw.testing.assertions import (
     assert_shows,
     report,
     stream_evidence,
     wait_shows,
 )
+from spice_initial_draw.testing.expect import initial_frame_needed, per_variant
 
 W, H = 1920, 1080
 
@@ -56,7 +57,9 @@ def repeat(request, variant: str, codec: str, scenario,
     """Run scenario(srv, clients) REPEATS times (once on stock) on a fresh
     server each, with the failing run's evidence."""
     default = 100 if request.getfixturevalue("extended") else 10
-    runs = int(os.environ.get("SID_REPEATS") or default) if variant == "patched" else 1
+    # stock fails the first run (stock_defect) or skips (patched_only)
+    runs = per_variant(variant, patched=int(os.environ.get("SID_REPEATS") or default),
+                       stock=1)
     late_runs: list[str] = []
     for run in range(runs):
         srv = Server(codecs=f"gstreamer:{codec}", variant=variant, env=env)
@@ -92,16 +95,6 @@ def idle_vm(srv: Server) -> patterns.Image:
     return image
 
 
-def expect_idle_picture(variant: str, cli: Client, image: patterns.Image,
-                        what: str) -> None:
-    if variant == "patched":
-        check_client(cli, image, what)
-    elif not cli.no_frame_within(NO_FRAME_WINDOW):
-        raise AssertionError(f"{what}: a frame arrived within {NO_FRAME_WINDOW} s")
-    else:
-        raise ScenarioFailed(f"{what}: no frame within {NO_FRAME_WINDOW} s")
-
-
 @pytest.mark.parametrize("codec", VIDEO_CODECS)
 @pytest.mark.stock_defect("no initial frame", raises=ScenarioFailed)
 def test_second_client_of_an_idle_vm_shows_it_every_time(request, variant, codec):
@@ -118,7 +111,7 @@ def test_second_client_of_an_idle_vm_shows_it_every_time(request, variant, codec
             raise ScenarioFailed(f"first client: {e}") from None
         clients.append(Client.for_server(srv, codec))
         clients[1].wait_ready()
-        expect_idle_picture(variant, clients[1], image, "second client")
+        initial_frame_needed(clients[1], image, variant, "second client", ScenarioFailed)
         assert_shows(clients[0].frame(), image)
 
     repeat(request, variant, codec, scenario)
@@ -133,7 +126,7 @@ def test_reconnecting_client_shows_the_idle_vm_every_time(request, variant, code
             cli = Client.for_server(srv, codec)
             clients.append(cli)
             cli.wait_ready()
-            expect_idle_picture(variant, cli, image, attempt)
+            initial_frame_needed(cli, image, variant, attempt, ScenarioFailed)
             cli.close()
 
     repeat(request, variant, codec, scenario)
@@ -177,7 +170,8 @@ def test_connect_storm_every_client_shows_the_idle_vm(request, variant, codec, c
             cli.connect()
         for i, cli in enumerate(clients):
             cli.wait_ready(FRAME_TIMEOUT)
-            expect_idle_picture(variant, cli, image, f"client {i + 1} of {clients_n}")
+            initial_frame_needed(cli, image, variant, f"client {i + 1} of {clients_n}",
+                                 ScenarioFailed)
 
     # without it spice-server keeps one client: each connection replaces the last
     repeat(request, variant, codec, scenario, env={"SPICE_DEBUG_ALLOW_MC": "1"})
