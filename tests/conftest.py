@@ -1,5 +1,18 @@
 """Shared fixtures of the harness tests: real spice-server (shim), real
-spice-gtk client, no mocks."""
+spice-gtk client, no mocks.
+
+Tests take the `variant` fixture ("stock", "patched").  Where the two
+differ, one idiom each:
+- a test that stock 0.16.0 fails outright is marked
+  `@pytest.mark.stock_defect(reason, raises=Exc)`: a strict xfail on stock;
+- a test that cannot run on stock (the behaviour it checks does not exist
+  there) is marked `@pytest.mark.patched_only(reason)`: skipped on stock;
+- everything else that differs by variant goes through a named assertion
+  of spice_initial_draw.testing.expect, which asserts what each variant
+  does (stock's defect positively) and says why they differ: no test has
+  an `if variant == ...` branch.
+Long runs: tests do not read `--extended` themselves; they take the
+`extended` fixture, the `extended` marker, or a `repeat` parameter."""
 from __future__ import annotations
 
 import os
@@ -37,35 +50,59 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                           "the long repeat counts (./run test --extended)")
 
 
+def is_extended(config: pytest.Config) -> bool:
+    """Whether this run has --extended (tests take the `extended` fixture
+    instead of reading the option)."""
+    return bool(config.getoption("--extended"))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("hypothesis_profile", None) is None:
-        settings.load_profile("sid-extended" if config.getoption("--extended") else "sid-ci")
+        settings.load_profile("sid-extended" if is_extended(config) else "sid-ci")
     config.addinivalue_line(
         "markers", "extended: a long case, run only with --extended")
     config.addinivalue_line(
         "markers", "stock_defect(reason, raises): stock 0.16.0 fails this test in the "
                    "way `reason` says, raising `raises`; on the stock variant it is a "
                    "strict xfail (a stock pass is reported as an error)")
+    config.addinivalue_line(
+        "markers", "patched_only(reason): the behaviour this test checks does not exist "
+                   "on stock 0.16.0, for the `reason` given; skipped on the stock variant")
+
+
+# runs of a test that takes a `repeat` parameter, and with --extended
+REPEATS, EXTENDED_REPEATS = 1, 5
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "repeat" in metafunc.fixturenames:
+        metafunc.parametrize("repeat", range(EXTENDED_REPEATS if is_extended(metafunc.config)
+                                             else REPEATS))
 
 
 def pytest_collection_modifyitems(config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
     skip_long = pytest.mark.skip(reason="a long case: ./run test --extended")
     for item in items:
-        if item.get_closest_marker("extended") and not config.getoption("--extended"):
+        if item.get_closest_marker("extended") and not is_extended(config):
             item.add_marker(skip_long)
-        defect = item.get_closest_marker("stock_defect")
         callspec = getattr(item, "callspec", None)
-        if defect and callspec and callspec.params.get("variant") == "stock":
+        on_stock = callspec is not None and callspec.params.get("variant") == "stock"
+        defect = item.get_closest_marker("stock_defect")
+        if defect and on_stock:
             item.add_marker(pytest.mark.xfail(
                 strict=True, raises=defect.kwargs["raises"],
                 reason=f"stock 0.16.0: {defect.args[0]}"))
+        patched_only = item.get_closest_marker("patched_only")
+        if patched_only and on_stock:
+            item.add_marker(pytest.mark.skip(
+                reason=f"patched only: {patched_only.args[0]}"))
 
 
 @pytest.fixture
 def extended(request: pytest.FixtureRequest) -> bool:
     """Whether this run has --extended (long repeat counts)."""
-    return bool(request.config.getoption("--extended"))
+    return is_extended(request.config)
 
 
 @pytest.fixture(params=VARIANTS)

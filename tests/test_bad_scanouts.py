@@ -31,6 +31,11 @@ from spice_initial_draw.testing.bad_scanouts import (
     run_bad_scanout,
     warnings_naming,
 )
+from spice_initial_draw.testing.expect import (
+    handles_bad_scanout,
+    per_variant,
+    shows_next_scanout_after_disable,
+)
 
 # What stock 0.16.0 does with each bad input (measured here, 2 cores, GStreamer
 # 1.26): the defects it always shows.
@@ -58,7 +63,7 @@ def _connected(make_server, make_client, variant):
     # stock may complete a draw twice: judged by run_bad_scanout, not by the
     # fixture's fatal-error check
     srv = make_server(codecs="gstreamer:mjpeg", variant=variant,
-                      expect_fatal=(variant == "stock"))
+                      expect_fatal=per_variant(variant, patched=False, stock=True))
     d = srv.display(0)
     d.scanout(GOOD_IMAGES[0])
     cli = make_client(srv, "mjpeg")
@@ -75,18 +80,7 @@ def test_bad_scanout(make_server, make_client, variant, case: BadScanout):
     srv, cli = _connected(make_server, make_client, variant)
     outcome = run_bad_scanout(srv, cli, case.kwargs, case.warning,
                               GOOD_IMAGES[1])
-    if variant == "patched":
-        assert not outcome.defects, \
-            f"patched, {case.what}: {outcome}"
-    else:
-        # a crash ends the judging, and stock's zero-size crash comes a
-        # little before or after the next scanout: the defects listed must
-        # all be there, more are reported
-        expected = STOCK_DEFECTS[case.name]
-        assert expected <= outcome.defects, (
-            f"stock 0.16.0, {case.what}: stock behaviour was "
-            f"{sorted(expected)}, now {sorted(outcome.defects) or 'no defect'}"
-            f" ({outcome})")
+    handles_bad_scanout(outcome, variant, case.what, STOCK_DEFECTS[case.name])
 
 
 def test_scanout_disable_is_not_a_bad_scanout(make_server, make_client,
@@ -104,11 +98,5 @@ def test_scanout_disable_is_not_a_bad_scanout(make_server, make_client,
                 if e.cookie == h.cookie]) == 1
     assert not warnings_naming(srv.output(mark), r"invalid GL scanout")
     d.scanout(GOOD_IMAGES[1])
-    try:
-        connect_showing(srv, cli, GOOD_IMAGES[1])
-    except AssertionError as e:
-        if variant == "stock":
-            pytest.xfail(f"stock 0.16.0: the scanout after a disable is "
-                         f"sometimes not shown ({e})")
-        raise
+    shows_next_scanout_after_disable(srv, cli, GOOD_IMAGES[1], variant)
     assert srv.alive()

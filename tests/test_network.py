@@ -15,11 +15,7 @@ import pytest
 from spice_initial_draw import Client, patterns
 from spice_initial_draw.netshape import CHUNK, PROFILES, ShapingProxy
 from spice_initial_draw.testing import FRAME_TIMEOUT, NO_FRAME_WINDOW, VIDEO_CODECS
-from spice_initial_draw.testing.assertions import (
-    shows_initial_frame_or_nothing,
-    stream_evidence,
-    wait_shows,
-)
+from spice_initial_draw.testing.expect import shows_initial_frame_or_nothing, shows_the_draw
 
 # the poor profile moves a 1080p frame in seconds, not milliseconds
 TIMEOUT = 2 * FRAME_TIMEOUT
@@ -99,11 +95,6 @@ class EchoServer:
         self._sock.close()
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "repeat" in metafunc.fixturenames:   # 5 repeats with --extended
-        metafunc.parametrize("repeat", range(5 if metafunc.config.getoption("--extended") else 1))
-
-
 @pytest.mark.parametrize("name", sorted(PROFILES))
 def test_proxy_meets_its_profile(name):
     """Measured round trip and throughput within 10 % of the profile (lan:
@@ -128,7 +119,7 @@ def test_proxy_meets_its_profile(name):
 @pytest.mark.parametrize("codec", VIDEO_CODECS)
 @pytest.mark.parametrize("name", sorted(PROFILES))
 def test_initial_frame_and_next_draw_over_the_link(make_server, variant, name, codec,
-                                                   repeat):
+                                                   repeat):   # 5 repeats with --extended
     srv = make_server(codecs=f"gstreamer:{codec}", variant=variant)
     d = srv.display(0)
     image = patterns.quadrants(1920, 1080)
@@ -143,10 +134,6 @@ def test_initial_frame_and_next_draw_over_the_link(make_server, variant, name, c
                 patterns.WHITE, patterns.RED, patterns.GREEN, patterns.BLUE))
             d.scanout(after)
             d.draw().wait(TIMEOUT)
-            if variant == "patched":
-                try:
-                    wait_shows(cli, after, TIMEOUT)
-                except AssertionError as e:
-                    raise AssertionError(f"{name}/{codec}: the draw after connect: {e}\n"
-                                         + stream_evidence(srv, [cli])) from None
+            shows_the_draw(cli, after, variant, TIMEOUT, srv,
+                           f"{name}/{codec}: the draw after connect: ")
     assert not srv.fatal_errors()

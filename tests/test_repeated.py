@@ -11,7 +11,8 @@ printed.  A burst of back-to-back draws must end on its last picture, with
 no frame dropped on playback (patch 0025).
 A failure prints what the server and the clients logged about the stream.
 On stock the scenarios that need an initial frame fail (no frame within
-NO_FRAME_WINDOW): run once, strict xfail."""
+NO_FRAME_WINDOW): run once, strict xfail; the two that do not exist on stock
+are skipped there."""
 from __future__ import annotations
 
 import os
@@ -21,13 +22,14 @@ import pytest
 
 from spice_initial_draw import Client, Server, patterns
 from spice_initial_draw.events import EventKind
-from spice_initial_draw.testing import FRAME_TIMEOUT, NO_FRAME_WINDOW, VIDEO_CODECS
+from spice_initial_draw.testing import FRAME_TIMEOUT, VIDEO_CODECS
 from spice_initial_draw.testing.assertions import (
     assert_shows,
     report,
     stream_evidence,
     wait_shows,
 )
+from spice_initial_draw.testing.expect import initial_frame_needed, per_variant
 
 W, H = 1920, 1080
 
@@ -54,8 +56,10 @@ def repeat(request, variant: str, codec: str, scenario,
            env: dict[str, str] | None = None) -> None:
     """Run scenario(srv, clients) REPEATS times (once on stock) on a fresh
     server each, with the failing run's evidence."""
-    default = 100 if request.config.getoption("--extended") else 10
-    runs = int(os.environ.get("SID_REPEATS") or default) if variant == "patched" else 1
+    default = 100 if request.getfixturevalue("extended") else 10
+    # stock fails the first run (stock_defect) or skips (patched_only)
+    runs = per_variant(variant, patched=int(os.environ.get("SID_REPEATS") or default),
+                       stock=1)
     late_runs: list[str] = []
     for run in range(runs):
         srv = Server(codecs=f"gstreamer:{codec}", variant=variant, env=env)
@@ -91,16 +95,6 @@ def idle_vm(srv: Server) -> patterns.Image:
     return image
 
 
-def expect_idle_picture(variant: str, cli: Client, image: patterns.Image,
-                        what: str) -> None:
-    if variant == "patched":
-        check_client(cli, image, what)
-    elif not cli.no_frame_within(NO_FRAME_WINDOW):
-        raise AssertionError(f"{what}: a frame arrived within {NO_FRAME_WINDOW} s")
-    else:
-        raise ScenarioFailed(f"{what}: no frame within {NO_FRAME_WINDOW} s")
-
-
 @pytest.mark.parametrize("codec", VIDEO_CODECS)
 @pytest.mark.stock_defect("no initial frame", raises=ScenarioFailed)
 def test_second_client_of_an_idle_vm_shows_it_every_time(request, variant, codec):
@@ -117,7 +111,7 @@ def test_second_client_of_an_idle_vm_shows_it_every_time(request, variant, codec
             raise ScenarioFailed(f"first client: {e}") from None
         clients.append(Client.for_server(srv, codec))
         clients[1].wait_ready()
-        expect_idle_picture(variant, clients[1], image, "second client")
+        initial_frame_needed(clients[1], image, variant, "second client", ScenarioFailed)
         assert_shows(clients[0].frame(), image)
 
     repeat(request, variant, codec, scenario)
@@ -132,20 +126,19 @@ def test_reconnecting_client_shows_the_idle_vm_every_time(request, variant, code
             cli = Client.for_server(srv, codec)
             clients.append(cli)
             cli.wait_ready()
-            expect_idle_picture(variant, cli, image, attempt)
+            initial_frame_needed(cli, image, variant, attempt, ScenarioFailed)
             cli.close()
 
     repeat(request, variant, codec, scenario)
 
 
 @pytest.mark.parametrize("codec", VIDEO_CODECS)
+@pytest.mark.patched_only("stock sends no initial frame")
 def test_draw_right_after_the_initial_frame_is_the_picture_shown(request, variant, codec):
     """The guest draws a new picture as soon as the client's display
     channel is up, while the initial frame of the old one is on its way:
     the client must end on the new picture.  Patched only: stock sends no
     initial frame, so the race does not exist there."""
-    if variant == "stock":
-        pytest.skip("stock sends no initial frame")
     def scenario(srv: Server, clients: list[Client]) -> None:
         idle_vm(srv)
         d = srv.display(0)
@@ -177,7 +170,8 @@ def test_connect_storm_every_client_shows_the_idle_vm(request, variant, codec, c
             cli.connect()
         for i, cli in enumerate(clients):
             cli.wait_ready(FRAME_TIMEOUT)
-            expect_idle_picture(variant, cli, image, f"client {i + 1} of {clients_n}")
+            initial_frame_needed(cli, image, variant, f"client {i + 1} of {clients_n}",
+                                 ScenarioFailed)
 
     # without it spice-server keeps one client: each connection replaces the last
     repeat(request, variant, codec, scenario, env={"SPICE_DEBUG_ALLOW_MC": "1"})
@@ -186,6 +180,7 @@ def test_connect_storm_every_client_shows_the_idle_vm(request, variant, codec, c
 BURST_DRAWS = 40
 
 
+@pytest.mark.patched_only("stock stamps frames as they are sent: no playback queue")
 def test_burst_of_draws_ends_on_the_last_one(request, variant):
     """A guest that draws faster than the display refreshes (QEMU before
     10.1 does not coalesce): spice-gtk decodes an MJPEG frame at its
@@ -197,8 +192,6 @@ def test_burst_of_draws_ends_on_the_last_one(request, variant):
     on playback about twice per 100 draws, and the last one in 1 of 20
     runs of test_completion's 100 draws.  Patched only: stock stamps
     frames as they are sent, so none waits in the client's queue."""
-    if variant == "stock":
-        pytest.skip("stock stamps frames as they are sent: no playback queue")
     w, h = 320, 180   # small frames: draws follow each other within a frame period
 
     def scenario(srv: Server, clients: list[Client]) -> None:

@@ -18,11 +18,8 @@ from spice_initial_draw import patterns
 from spice_initial_draw.events import EventKind
 from spice_initial_draw.security import Security, TlsFiles, make_test_ca
 from spice_initial_draw.testing import FRAME_TIMEOUT, NO_FRAME_WINDOW, VIDEO_CODECS
-from spice_initial_draw.testing.assertions import (
-    shows_initial_frame_or_nothing,
-    stream_evidence,
-    wait_shows,
-)
+from spice_initial_draw.testing.assertions import stream_evidence
+from spice_initial_draw.testing.expect import shows_initial_frame_or_nothing, shows_the_draw
 
 PASSWORD = "initial-draw"
 # longer than the refresh delay (100 ms) and a stream report's round trip
@@ -128,8 +125,7 @@ def test_refused_attempt_changes_nothing_for_others(make_server, make_client, va
     d.scanout(newer)
     d.draw().wait(FRAME_TIMEOUT)
     first.wait_frames(1, FRAME_TIMEOUT)
-    if variant == "patched":
-        wait_shows(first, newer)
+    shows_the_draw(first, newer, variant, 10.0)
     # the initial frame may already show the new picture; the draw's own
     # frame (re-sent if the encoder dropped it, patch 0024) can follow it
     frames_before = wait_quiet(first, QUIET)
@@ -146,8 +142,7 @@ def test_refused_attempt_changes_nothing_for_others(make_server, make_client, va
     d.draw().wait(FRAME_TIMEOUT)
     time.sleep(0.5)
     assert len(srv.events(EventKind.DRAW_DONE)) == done_before + 1
-    if variant == "patched":
-        wait_shows(first, image, FRAME_TIMEOUT)
+    shows_the_draw(first, image, variant, FRAME_TIMEOUT)
     # a client that authenticates after the refused one gets the picture
     late = make_client(srv, "mjpeg")
     shows_or_not(late, image, variant)
@@ -174,8 +169,7 @@ def test_bad_tls_peer_does_not_delay_a_good_client(make_server, make_client, var
         draw = d.draw()
         draw.wait(FRAME_TIMEOUT)
         assert time.monotonic() - t0 < 30.0
-        if variant == "patched":
-            wait_shows(cli, image, FRAME_TIMEOUT)
+        shows_the_draw(cli, image, variant, FRAME_TIMEOUT)
     finally:
         peer.close()
     assert not srv.fatal_errors(), stream_evidence(srv, [])

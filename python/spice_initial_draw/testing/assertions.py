@@ -36,26 +36,6 @@ def wait_shows(client: Client, image: Image, timeout: float = 10.0) -> None:
             time.sleep(0.05)
 
 
-def shows_initial_frame_or_nothing(cli: Client, image: Image, variant: str,
-                                    timeout: float, window: float,
-                                    srv: Server | None = None) -> None:
-    """A client of an idle VM: patched sends the initial frame, so the client
-    decodes a frame and shows `image` within `timeout`; stock sends none, so
-    no frame comes within `window` s (its defect, asserted).  With `srv`, a
-    patched failure prints the server's and the client's stream evidence."""
-    if variant != "patched":
-        assert cli.no_frame_within(window), \
-            f"a frame arrived within {window} s on {variant}"
-        return
-    try:
-        cli.wait_frames(1, timeout)
-        wait_shows(cli, image, timeout)
-    except (AssertionError, TimeoutError) as e:
-        if srv is None:
-            raise
-        raise AssertionError(f"{e}\n" + stream_evidence(srv, [cli])) from None
-
-
 def settled_memfds(srv, n: int, timeout: float = 5.0) -> dict[int, str]:
     """The scanout fds the server holds, once at most n or after `timeout`
     (the worker takes queued scanouts, and the worker and GStreamer let go

@@ -1,0 +1,313 @@
+"""What stock 0.16.0 and the patched server each do where the two differ.
+
+One function per behaviour, named for it: it asserts what the patched
+variant does AND what stock does (stock's defect asserted as stock
+behaviour, so that a change of stock is noticed too, unless the docstring
+says why stock's outcome is chance there), and its docstring says why they
+differ.  The tests call these and contain no `if variant == ...` branch.
+The other two idioms live in tests/conftest.py: a test that stock fails
+outright carries the `stock_defect(reason, raises=...)` marker (a strict
+xfail on stock), and one that cannot run on stock the `patched_only(reason)`
+marker (skipped on stock).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, TypeVar
+
+import pytest
+
+from spice_initial_draw import Client, Display, DrawHandle, Server, patterns
+from spice_initial_draw.events import EventKind
+from spice_initial_draw.frames import Frame
+from spice_initial_draw.patterns import Image
+
+from . import FRAME_TIMEOUT, NO_FRAME_WINDOW, VARIANTS
+from .assertions import report, stream_evidence, wait_shows
+from .bad_scanouts import Outcome, connect_showing
+
+T = TypeVar("T")
+
+
+def is_stock(variant: str) -> bool:
+    """Whether `variant` is stock 0.16.0 (its sanitizer builds included:
+    stock-asan, stock-tsan); an unknown name is an error, not patched."""
+    base = variant.split("-")[0]
+    if base not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}")
+    return base == "stock"
+
+
+def per_variant(variant: str, *, patched: T, stock: T) -> T:
+    """A parameter that differs by variant (a timeout, a repeat count, a
+    flag): the caller's comment says why."""
+    return stock if is_stock(variant) else patched
+
+
+def _blank(frame: Frame | None) -> bool:
+    return frame is None or frame.is_blank()
+
+
+# -- a new client of an idle VM: the initial frame ------------------------
+def gets_initial_frame_or_nothing(cli: Client, variant: str, timeout: float,
+                                  window: float) -> None:
+    """A streaming client of a VM with a scanout and no guest draw since it
+    connected: patched sends it an initial frame, so it decodes a frame
+    within `timeout`; stock sends none (its defect), so no frame comes
+    within `window` s, asserted."""
+    if is_stock(variant):
+        assert cli.no_frame_within(window), \
+            f"a frame arrived within {window} s on {variant}"
+        return
+    cli.wait_frames(1, timeout)
+
+
+def shows_initial_frame_or_nothing(cli: Client, image: Image, variant: str,
+                                   timeout: float, window: float,
+                                   srv: Server | None = None, *,
+                                   codec: str | None = None,
+                                   since: float | None = None) -> None:
+    """A client of an idle VM: patched sends the initial frame, so the client
+    decodes a frame within `timeout` and shows `image` within `timeout`
+    more, in `codec` when given; stock sends none, so no frame comes within
+    `window` s and the client's surface is blank or absent (its defect,
+    asserted).  With `srv`, a patched failure prints the server's and the
+    client's stream evidence; with `since` (a client event time, such as
+    the display channel's ready), the initial frame's delay is printed."""
+    if is_stock(variant):
+        assert cli.no_frame_within(window), \
+            f"a frame arrived within {window} s on {variant}"
+        assert _blank(cli.frame()), f"{variant}: the client shows pixels without a frame"
+        return
+    try:
+        frames = cli.wait_frames(1, timeout)
+        wait_shows(cli, image, timeout)
+        if codec is not None:
+            assert cli.stream_codec() == codec
+    except (AssertionError, TimeoutError) as e:
+        if srv is None:
+            raise
+        raise AssertionError(f"{e}\n" + stream_evidence(srv, [cli])) from None
+    if since is not None:
+        print(f"{codec or cli.stream_codec()} {image.width}x{image.height}: initial "
+              f"frame {frames[0].t - since:.3f} s after the channel opened")
+
+
+def shows_scanout_at_its_size_or_nothing(cli: Client, width: int, height: int,
+                                         y0_top: bool, variant: str) -> None:
+    """After shows_initial_frame_or_nothing: patched's single initial frame
+    (H.264 included) has the scanout's size, and a y0_top scanout is shown
+    with top and bottom told apart (red, the top-left quadrant of the
+    guest's buffer, at the bottom left); stock sent nothing, so the surface is
+    still blank or absent."""
+    frame = cli.frame()
+    if is_stock(variant):
+        assert _blank(frame), f"{variant}: the client shows pixels without a frame"
+        return
+    assert frame is not None, "the client has no primary surface"
+    assert (frame.width, frame.height) == (width, height)
+    if y0_top:
+        x, y = patterns.quadrant_probes(width, height)[2]
+        assert patterns.colour_close(frame.pixel(x, y), patterns.RED)
+
+
+def initial_frame_needed(cli: Client, image: Image, variant: str, what: str,
+                         failure: type[AssertionError]) -> None:
+    """A scenario that needs the idle VM's picture on a new client (a test
+    marked stock_defect(raises=failure)): patched shows `image` (a frame
+    within FRAME_TIMEOUT, then the picture within 10 s), else `failure`.
+    Stock sends no initial frame: no frame may come within NO_FRAME_WINDOW
+    (a frame there is an AssertionError: stock behaviour changed), and then
+    the scenario fails with `failure`, the defect the marker expects."""
+    if is_stock(variant):
+        if not cli.no_frame_within(NO_FRAME_WINDOW):
+            raise AssertionError(f"{what}: a frame arrived within {NO_FRAME_WINDOW} s")
+        raise failure(f"{what}: no frame within {NO_FRAME_WINDOW} s")
+    try:
+        cli.wait_frames(1, FRAME_TIMEOUT)
+        wait_shows(cli, image)
+    except (AssertionError, TimeoutError) as e:
+        raise failure(f"{what}: {e}") from None
+
+
+def newcomers_got_initial_frames(frames: dict[str, int], variant: str) -> None:
+    """Stream frames each newly connected client of an idle VM decoded in
+    all, by name: at least one each on patched (its initial frame); none
+    at all on stock, which sends no initial frame (the defect, asserted)."""
+    if is_stock(variant):
+        assert all(n == 0 for n in frames.values()), \
+            f"{variant}: newcomers decoded frames without a guest draw: {frames}"
+        return
+    assert all(n >= 1 for n in frames.values()), \
+        f"newcomers without an initial frame: {frames}"
+
+
+def every_connect_gets_an_initial_frame(cycler: Client, count: int,
+                                        variant: str) -> dict[str, Any]:
+    """`count` short sessions to an idle VM (Client.cycle): on patched each
+    one decodes its initial frame (up to FRAME_TIMEOUT each); stock sends
+    none, so none of them decodes a frame (0.2 s each is watched: stock
+    never sends one).  Returns cycle()'s counts."""
+    stats = cycler.cycle(count, wait_frame=per_variant(variant, patched=FRAME_TIMEOUT,
+                                                      stock=0.2))
+    print(f"{variant}: {stats}")
+    assert stats["frames"] == per_variant(variant, patched=count, stock=0), stats
+    return stats
+
+
+# -- a guest draw with a client connected ---------------------------------
+def shows_the_draw(cli: Client, image: Image, variant: str, timeout: float,
+                   srv: Server | None = None, what: str = "",
+                   stock_wait: float = 0.0) -> None:
+    """A guest draw with a client connected: patched shows `image` within
+    `timeout` (with `srv`, a failure prints the stream evidence, after
+    `what`).  Stock stamps each frame with no playback margin, so spice-gtk
+    drops a frame that reaches it late (MJPEG; any codec over a slow link)
+    and whether a given draw is shown there is chance: nothing is asserted
+    on stock; it is given `stock_wait` s for frames still in flight."""
+    if is_stock(variant):
+        time.sleep(stock_wait)
+        return
+    try:
+        wait_shows(cli, image, timeout)
+    except AssertionError as e:
+        if srv is None:
+            raise
+        raise AssertionError(f"{what}{e}\n" + stream_evidence(srv, [cli])) from None
+
+
+def frame_of_the_draw_decoded(shown: bool, variant: str, codec: str, message: str) -> None:
+    """Whether a decoded frame showed the guest's draw (`shown`): always on
+    patched; on stock with every codec but MJPEG, whose late frames
+    spice-gtk drops (stock stamps them with no playback margin), so that
+    whether the draw's frame is decoded is chance there."""
+    if is_stock(variant) and codec == "mjpeg":
+        return
+    assert shown, message
+
+
+def dropped_draw_is_sent_again(dropped: int, draws: int, cli: Client, last: Image,
+                               variant: str, srv: Server) -> None:
+    """`draws` back-to-back draws, `dropped` of them dropped by the
+    encoder's rate control (the server's "GL draw frame dropped" lines):
+    patched drops some and holds each such draw until it is sent again and
+    encoded (patch 0024), so the client ends on the last draw within
+    FRAME_TIMEOUT.  Stock drops the frame and completes the draw: the frame
+    is lost, and stock has no such line; nothing is asserted on stock."""
+    if is_stock(variant):
+        return
+    assert dropped, f"no frame of {draws} back-to-back draws was dropped\n" + \
+        stream_evidence(srv, [cli])
+    wait_shows(cli, last, FRAME_TIMEOUT)
+
+
+def shows_a_lone_h264_draw(srv: Server, d: Display, cli: Client, image: Image,
+                           first: DrawHandle, variant: str, window: float,
+                           t_draw: float) -> None:
+    """A client connected before the guest's only draw (`first`, made at
+    `t_draw` and completed), H.264, and its stream created.  Patched
+    encodes the last frame again once the guest stopped drawing for 100 ms
+    (patches 0020, 0022): the single draw is shown without a second one,
+    and it is the only completion.  Stock: the decoder only knows an access
+    unit is complete when the next one starts, so nothing is decoded
+    within `window` s and the surface stays blank; the guest's next draw
+    on `d` makes the picture appear (stock behaviour, asserted)."""
+    if not is_stock(variant):
+        wait_shows(cli, image, timeout=FRAME_TIMEOUT)
+        assert cli.stream_codec() == "h264"
+        done = [e.cookie for e in srv.events(EventKind.DRAW_DONE)]
+        assert done == [first.cookie], f"completions {done}"
+        print(f"h264 [patched]: a single guest draw shown "
+              f"{time.monotonic() - t_draw:.3f} s after it, no second draw")
+        return
+    assert cli.no_frame_within(window), \
+        "stock H.264: a single frame was decoded; the characterisation changed"
+    assert cli.stream_codec() == "h264"
+    assert _blank(cli.frame()), "a lone H.264 frame showed pixels"
+    t_second = time.monotonic()
+    d.draw().wait(FRAME_TIMEOUT)
+    frames = cli.wait_frames(1, FRAME_TIMEOUT)
+    wait_shows(cli, image)
+    print(f"h264 [stock]: nothing in {window} s after a single "
+          f"draw; the picture {frames[0].t - t_second:.3f} s after the second")
+
+
+def draws_to_show(variant: str, codec: str) -> int:
+    """Guest draws a connected client needs to show the picture: stock's
+    H.264 shows a lone frame only once the next one starts (patched sends
+    it again when the guest goes idle), so 2 there; 1 otherwise."""
+    return per_variant(variant, patched=1, stock=2 if codec == "h264" else 1)
+
+
+# -- messages and crashes -------------------------------------------------
+def warns_once_of_no_dmabuf_encoder(output: str, variant: str) -> None:
+    """The server's output while it has no encoder for a DMA-BUF scanout:
+    patched says so once, naming the fix (gstreamer:h264); stock has no
+    such warning (the series adds it)."""
+    hint = [ln for ln in output.splitlines() if "can encode a DMA-BUF" in ln]
+    if is_stock(variant):
+        assert not hint, hint
+        return
+    assert len(hint) == 1, f"expected one warning naming the fix, got:\n{output}"
+    assert "gstreamer:h264" in hint[0]
+
+
+def stock_crash_ends_the_test(srv: Server, result: dict[str, Any], variant: str) -> bool:
+    """After connects and scanouts at the same time (`result`: what the
+    threads caught, "crash" the ServerCrashed of the scanouts).  Stock
+    0.16.0 may crash (SIGSEGV) when a client connects while a scanout is
+    set and another one just went away: if it did, the server was killed
+    by a signal (asserted) and True, the test ends there.  Patched must be
+    alive: a dead patched server is an AssertionError.  False: the test
+    goes on."""
+    if not ((is_stock(variant) and "crash" in result) or not srv.alive()):
+        return False
+    assert is_stock(variant), f"the patched server died: {result}"
+    assert srv.returncode is not None and srv.returncode < 0
+    print(f"stock: the server died ({srv.returncode}) during the connects: {result}")
+    return True
+
+
+def finds_defects_only_on_stock(request: pytest.FixtureRequest, name: str, variant: str,
+                                defects: list[str]) -> None:
+    """A race reproduction's findings: on stock it must detect a defect
+    (each one printed as "stock defect"), on patched none (the series
+    fixes each race)."""
+    if is_stock(variant):
+        assert defects, f"{name}: the reproduction found no defect on stock"
+        for d in defects:
+            report(request, f"\n  stock defect [{name}]: {d}")
+        return
+    assert not defects, f"{name} on {variant}:\n  " + "\n  ".join(defects)
+
+
+# -- bad scanouts ---------------------------------------------------------
+def handles_bad_scanout(outcome: Outcome, variant: str, what: str,
+                        stock_defects: set[str]) -> None:
+    """What a server made of a bad scanout (bad_scanouts.run_bad_scanout's
+    Outcome): patched shows no defect.  Stock 0.16.0 validates little: the
+    defects it always shows for this input (`stock_defects`) must all be
+    there; more are reported (a crash ends the judging, and stock's
+    zero-size crash comes a little before or after the next scanout)."""
+    if not is_stock(variant):
+        assert not outcome.defects, f"patched, {what}: {outcome}"
+        return
+    assert stock_defects <= outcome.defects, (
+        f"stock 0.16.0, {what}: stock behaviour was "
+        f"{sorted(stock_defects)}, now {sorted(outcome.defects) or 'no defect'}"
+        f" ({outcome})")
+
+
+def shows_next_scanout_after_disable(srv: Server, cli: Client, image: Image,
+                                     variant: str) -> None:
+    """The good scanout `image` after a disable (fd -1, 0x0) is shown
+    (bad_scanouts.connect_showing): patched always shows it; stock 0.16.0
+    sometimes does not, so a stock failure is an xfail (not strict: stock
+    passes too)."""
+    try:
+        connect_showing(srv, cli, image)
+    except AssertionError as e:
+        if is_stock(variant):
+            pytest.xfail(f"stock 0.16.0: the scanout after a disable is "
+                         f"sometimes not shown ({e})")
+        raise
