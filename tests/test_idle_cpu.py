@@ -63,7 +63,7 @@ def test_idle_after_a_connect_costs_no_cpu(make_server, make_client, variant,
     cli = make_client(srv)
     cli.wait_ready()
     # a frame within 5 s, then the picture within 5 s: shown within 10 s
-    shows_initial_frame_or_nothing(cli, image, variant, 5.0, NO_FRAME_WINDOW)
+    shows_initial_frame_or_nothing(cli, image, variant, FRAME_TIMEOUT, NO_FRAME_WINDOW)
     if not client_stays:
         cli.close()
     time.sleep(1.0)

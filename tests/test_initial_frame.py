@@ -162,12 +162,12 @@ def test_only_the_new_client_gets_the_initial_frame(make_server, make_client,
     # FRAME_TIMEOUT and 10 s as before)
     b = make_client(srv, codec)
     b.wait_ready()
-    shows_initial_frame_or_nothing(b, image, variant, 10.0, NO_FRAME_WINDOW)
+    shows_initial_frame_or_nothing(b, image, variant, FRAME_TIMEOUT, NO_FRAME_WINDOW)
     time.sleep(0.5)
     n_b = b.frames_received()
     c = make_client(srv, codec)
     c.wait_ready()
-    shows_initial_frame_or_nothing(c, image, variant, 10.0, NO_FRAME_WINDOW)
+    shows_initial_frame_or_nothing(c, image, variant, FRAME_TIMEOUT, NO_FRAME_WINDOW)
     n_c = c.frames_received()
     time.sleep(NO_FRAME_WINDOW)        # the stated window
     got = {"A": a.frames_received() - n_a, "B": b.frames_received() - n_b,

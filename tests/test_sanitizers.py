@@ -96,16 +96,14 @@ def sanitizer_setup(variant: str, logdir: str,
 DEFAULT_CASES = [("patched-asan", "ii-scanout-during-draw-encode"),
                  ("patched-tsan", "ii-scanout-during-draw-encode"),
                  ("patched-tsan", "v-draw-during-initial-frame")]
-ALL_CASES = [(f"{v}-{k}", r) for v in ("stock", "patched") for k in ("asan", "tsan")
-             for r in REPROS]
+# every reproduction on every sanitizer variant; the others with --extended
+CASES = [pytest.param(v, r, id=f"{v}-{r}",
+                      marks=() if (v, r) in DEFAULT_CASES else pytest.mark.extended)
+         for v in (f"{b}-{k}" for b in ("stock", "patched") for k in ("asan", "tsan"))
+         for r in REPROS]
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if metafunc.definition.name == "test_repro_sanitized":   # every case with --extended
-        cases = ALL_CASES if metafunc.config.getoption("--extended") else DEFAULT_CASES
-        metafunc.parametrize("variant,name", cases)
-
-
+@pytest.mark.parametrize("variant,name", CASES)
 def test_repro_sanitized(request, tmp_path, variant, name, build_variant):
     kwargs = sanitizer_setup(variant, str(tmp_path), build_variant)
     kwargs["env"]["SPICE_DEBUG_ALLOW_MC"] = "1"
