@@ -15,7 +15,9 @@ import time
 
 import pytest
 
+from spice_initial_draw.errors import ServerCrashed
 from spice_initial_draw.events import EventKind
+from spice_initial_draw.testing import FRAME_TIMEOUT
 from spice_initial_draw.testing.bad_scanouts import (
     CASE_IDS,
     CASES,
@@ -99,4 +101,59 @@ def test_scanout_disable_is_not_a_bad_scanout(make_server, make_client,
     assert not warnings_naming(srv.output(mark), r"invalid GL scanout")
     d.scanout(GOOD_IMAGES[1])
     shows_next_scanout_after_disable(srv, cli, GOOD_IMAGES[1], variant)
+    assert srv.alive()
+
+
+class StreamKept(AssertionError):
+    """The client's GL stream outlived a disabled scanout."""
+
+
+def _streams_destroyed(cli) -> int:
+    # spice-gtk prints a stream's statistics when it destroys it
+    return len(cli.events("stream-stats"))
+
+
+@pytest.mark.stock_defect("the GL stream outlives a disabled scanout", raises=StreamKept)
+def test_scanout_disable_stops_the_gl_stream(make_server, make_client, variant):
+    """A disable stops the remote client's GL stream (patch 0026): the
+    client destroys it, nothing warns of a scanout it cannot access, the
+    draw on the disabled scanout completes once, and the next scanout and
+    draw make a new stream that shows it."""
+    srv, cli = _connected(make_server, make_client, variant)
+    d = srv.display(0)
+    before = _streams_destroyed(cli)
+    mark = srv.output_mark()
+    d.scanout_raw(fd=-1, width=0, height=0, stride=0)
+    h = d.draw(0, 0, W, H)
+    h.wait(3)
+    deadline = time.monotonic() + FRAME_TIMEOUT
+    while _streams_destroyed(cli) == before:
+        if time.monotonic() > deadline:
+            raise StreamKept(f"the client still has its GL stream {FRAME_TIMEOUT} s "
+                             "after the scanout was disabled")
+        time.sleep(0.05)
+    assert len([e for e in srv.events(EventKind.DRAW_DONE) if e.cookie == h.cookie]) == 1
+    assert not warnings_naming(srv.output(mark), r"scanout"), srv.output(mark)
+    d.scanout(GOOD_IMAGES[1])
+    connect_showing(srv, cli, GOOD_IMAGES[1])
+    assert srv.alive()
+
+
+@pytest.mark.stock_defect("the server dies of SIGSEGV when the guest draws for a client "
+                          "that connected after the stream's first client left",
+                          raises=ServerCrashed)
+def test_scanout_disable_with_no_client_then_a_new_client(make_server, make_client,
+                                                          variant):
+    """The GL stream a client made stays after it leaves; a disable then
+    stops it with no client connected, which left the display's pointer to
+    it dangling (video_stream_stop() cleared it once per client).  A new
+    client of the next scanout is shown it."""
+    srv, first = _connected(make_server, make_client, variant)
+    first.close()
+    d = srv.display(0)
+    d.scanout_raw(fd=-1, width=0, height=0, stride=0)
+    d.draw(0, 0, W, H).wait(3)
+    d.scanout(GOOD_IMAGES[1])
+    second = make_client(srv, "mjpeg")
+    connect_showing(srv, second, GOOD_IMAGES[1])
     assert srv.alive()
