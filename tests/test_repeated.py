@@ -56,10 +56,10 @@ def repeat(request, variant: str, codec: str, scenario,
            env: dict[str, str] | None = None, runs: int = 10) -> None:
     """Run scenario(srv, clients) `runs` times (100 with --extended, once on
     stock) on a fresh server each, with the failing run's evidence."""
-    default = 100 if request.getfixturevalue("extended") else runs
+    patched_runs = int(os.environ.get("SID_REPEATS")
+                       or (100 if request.getfixturevalue("extended") else runs))
     # stock fails the first run (stock_defect) or skips (patched_only)
-    runs = per_variant(variant, patched=int(os.environ.get("SID_REPEATS") or default),
-                       stock=1)
+    runs = per_variant(variant, patched=patched_runs, stock=1)
     late_runs: list[str] = []
     for run in range(runs):
         srv = Server(codecs=f"gstreamer:{codec}", variant=variant, env=env)
