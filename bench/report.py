@@ -460,7 +460,7 @@ def write(out: str, res: dict[str, Any]) -> str:
           f"{res['machine']['cpu']}; load average at start / end "
           f"{_load(res['machine'].get('loadavg_start'))} / {_load(res['machine'].get('loadavg_end'))}; "
           f"series: {len(res.get('series', []))} patches "
-          f"({', '.join(n[:4] + ' ' + h[:8] for n, h in res.get('series_sha256', {}).items())}).", ""]
+          f"({', '.join(n.rsplit('/', 1)[-1][:4] + ' ' + h[:8] for n, h in res.get('series_sha256', {}).items())}).", ""]
     for content in ("pattern", "noise"):
         if any(r["content"] == content for r in rows):
             md += [f"## Time to first frame, idle VM, {'four-colour pattern' if content == 'pattern' else 'random noise'}",

@@ -38,6 +38,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -636,10 +637,12 @@ def _series_hashes() -> dict[str, str]:
 
 
 def _series() -> list[str]:
+    """The patches of every series, in order, as DIR/PATCH."""
+    from spice_initial_draw.testing.patch_stats import read_series
     top = os.environ.get("SID_TOP", os.path.dirname(HERE))
     try:
-        with open(os.path.join(top, "spice_patch", "series")) as f:
-            return [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
+        return [f"{s.name}/{p.name}" for s in read_series(Path(top) / "spice_patch")
+                for p in s.patches]
     except OSError:
         return []
 

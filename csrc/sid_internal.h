@@ -11,6 +11,8 @@
  *                  the display entry points, marshalled onto the core thread
  *   sid_refresh.c  QEMU 10.1's remote GL mode: updates, the refresh tick
  *   sid_server.c   spice server setup/teardown, port choice, ticket
+ *   sid_migrate.c  the migration interface, migrate connect/start/end,
+ *                  the VM's run state
  *   sid_info.c     library path / version helpers
  *   sid_bad_scanout.c  raw (possibly invalid) scanouts: fds of every kind
  *                  QEMU could pass, unchecked geometry, for the bad-input
@@ -124,9 +126,15 @@ struct sid_server {
     int tls_port;
     int n_displays;
     sid_display displays[SID_MAX_DISPLAYS];
+    SpiceMigrateInstance migrate; /* QEMU's spice_migrate */
+    bool running;               /* spice_server_vm_start called */
     GMutex lock;                /* draw state of all displays */
     GCond cond;                 /* signalled on every draw completion */
     bool stopping;
 };
+
+/* sid_migrate.c: add the migration interface (core thread, after
+ * spice_server_init, as qemu_spice_init) */
+int sid_migrate_add_interface(struct sid_server *srv);
 
 #endif

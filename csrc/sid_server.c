@@ -46,6 +46,7 @@ typedef struct {
     const char *codecs;
     const char *unix_path;      /* NULL: TCP on 127.0.0.1 */
     const sid_security *sec;    /* NULL: plain port, no ticket */
+    const sid_migration *mig;   /* NULL: seamless off, not incoming */
     int ret;
     char msg[256];
 } start_args;
@@ -106,6 +107,8 @@ static void do_start(void *p)
             a->ret = SID_ERR_SPICE;
             return;
         }
+        /* seamless-migration=, off unless given */
+        spice_server_set_seamless_migration(s, a->mig && a->mig->seamless);
         if (spice_server_init(s, &srv->core.iface) != 0) {
             /* most likely the port was taken in between: try another */
             spice_server_destroy(s);
@@ -131,6 +134,11 @@ static void do_start(void *p)
     if (a->ret != SID_OK) {
         return;
     }
+    if (sid_migrate_add_interface(srv) != 0) {
+        snprintf(a->msg, sizeof(a->msg), "adding the migration interface failed");
+        a->ret = SID_ERR_SPICE;
+        return;
+    }
     /* qemu_spice_display_init_one() for each console */
     for (int i = 0; i < srv->n_displays; i++) {
         if (spice_server_add_interface(srv->spice,
@@ -141,8 +149,12 @@ static void do_start(void *p)
             return;
         }
     }
-    /* the VM is running: qemu_spice_display_start() */
-    spice_server_vm_start(srv->spice);
+    /* the VM is running: qemu_spice_display_start(); with -incoming only
+     * once the migration is in (sid_server_set_running) */
+    if (!a->mig || !a->mig->incoming) {
+        spice_server_vm_start(srv->spice);
+        srv->running = true;
+    }
 }
 
 static void do_stop(void *p)
@@ -160,6 +172,7 @@ static void do_stop(void *p)
 
 static sid_server *server_new(const char *codecs, int n_displays,
                               const char *unix_path, const sid_security *sec,
+                              const sid_migration *mig,
                               char *err, size_t errlen)
 {
     if (!codecs || n_displays < 1 || n_displays > SID_MAX_DISPLAYS) {
@@ -190,7 +203,7 @@ static sid_server *server_new(const char *codecs, int n_displays,
     sid_core_start(&srv->core, &srv->log);
 
     start_args a = { .srv = srv, .codecs = codecs, .unix_path = unix_path,
-                     .sec = sec, .ret = SID_ERR_SPICE };
+                     .sec = sec, .mig = mig, .ret = SID_ERR_SPICE };
     sid_core_call(&srv->core, do_start, &a);
     if (a.ret != SID_OK) {
         sid_set_err(err, errlen, "%s", a.msg);
@@ -221,12 +234,22 @@ sid_server *sid_server_new_unix(const char *codecs, int n_displays,
                                 const char *unix_path,
                                 char *err, size_t errlen)
 {
-    return server_new(codecs, n_displays, unix_path, NULL, err, errlen);
+    return server_new(codecs, n_displays, unix_path, NULL, NULL, err, errlen);
 }
 
 sid_server *sid_server_new_secure(const char *codecs, int n_displays,
                                   const sid_security *sec,
                                   char *err, size_t errlen)
+{
+    return sid_server_new_migratable(codecs, n_displays, NULL, sec, NULL,
+                                     err, errlen);
+}
+
+sid_server *sid_server_new_migratable(const char *codecs, int n_displays,
+                                      const char *unix_path,
+                                      const sid_security *sec,
+                                      const sid_migration *mig,
+                                      char *err, size_t errlen)
 {
     if (sec && sec->ca_file && (!sec->cert_file || !sec->key_file)) {
         sid_set_err(err, errlen, "a TLS port needs a CA, a certificate and a key"
@@ -235,7 +258,11 @@ sid_server *sid_server_new_secure(const char *codecs, int n_displays,
                     sec->key_file ? sec->key_file : "(none)");
         return NULL;
     }
-    return server_new(codecs, n_displays, NULL, sec, err, errlen);
+    if (sec && unix_path) {
+        sid_set_err(err, errlen, "security applies to TCP ports, not to a unix socket");
+        return NULL;
+    }
+    return server_new(codecs, n_displays, unix_path, sec, mig, err, errlen);
 }
 
 void sid_server_free(sid_server *srv)

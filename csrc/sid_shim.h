@@ -30,7 +30,10 @@ enum {
     SID_EV_CLIENT_CONNECT = 7,   /* display, a = first 4 display-cap bytes, via set_client_capabilities */
     SID_EV_CLIENT_DISCONNECT = 8,/* display, via set_client_capabilities(client_present = 0) */
     SID_EV_CHANNEL = 9,          /* a = SPICE_CHANNEL_EVENT_*, b = channel type, c = channel id */
-    SID_EV_SERVER_STOPPED = 10
+    SID_EV_SERVER_STOPPED = 10,
+    SID_EV_MIGRATE_CONNECTED = 11, /* source: migrate_connect_complete */
+    SID_EV_MIGRATE_END_DONE = 12,  /* source: migrate_end_complete */
+    SID_EV_RUNSTATE = 13           /* a = 1: spice_server_vm_start, 0: vm_stop */
 };
 
 /* Error codes returned by the functions below (negative values). */
@@ -93,6 +96,36 @@ typedef struct {
 sid_server *sid_server_new_secure(const char *codecs, int n_displays,
                                   const sid_security *sec,
                                   char *err, size_t errlen);
+/* QEMU's -spice seamless-migration=on and -incoming (sid_migrate.c). */
+typedef struct {
+    bool seamless;              /* spice_server_set_seamless_migration(1) before init */
+    bool incoming;              /* a migration target: the VM does not run (no
+                                 * spice_server_vm_start) until
+                                 * sid_server_set_running(srv, true) */
+} sid_migration;
+/* sid_server_new_unix() or sid_server_new_secure() (unix_path NULL), with
+ * QEMU's migration settings `mig` (NULL: QEMU's defaults, seamless off). */
+sid_server *sid_server_new_migratable(const char *codecs, int n_displays,
+                                      const char *unix_path,
+                                      const sid_security *sec,
+                                      const sid_migration *mig,
+                                      char *err, size_t errlen);
+/* The source side of a migration, as ui/spice-core.c does it:
+ * client_migrate_info (spice_server_migrate_connect; SID_EV_MIGRATE_CONNECTED
+ * once the client connected to the target), the migration's setup
+ * (spice_server_migrate_start) and its end (spice_server_migrate_end;
+ * SID_EV_MIGRATE_END_DONE once spice is done). */
+int sid_server_migrate_info(sid_server *srv, const char *host, int port,
+                            int tls_port, const char *subject,
+                            char *err, size_t errlen);
+int sid_server_migrate_start(sid_server *srv, char *err, size_t errlen);
+int sid_server_migrate_end(sid_server *srv, bool completed, char *err,
+                           size_t errlen);
+/* The VM's run state (vm_change_state_handler): spice_server_vm_start or
+ * spice_server_vm_stop; the source stops before migrate_end, the target
+ * starts once the incoming migration is loaded. */
+int sid_server_set_running(sid_server *srv, bool running, char *err,
+                           size_t errlen);
 /* QEMU's set_password / expire_password: spice_server_set_ticket(), from
  * QEMU's main loop.  password NULL: no ticket is valid any more. */
 int sid_server_set_ticket(sid_server *srv, const char *password, int lifetime,

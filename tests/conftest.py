@@ -12,7 +12,11 @@ differ, one idiom each:
   does (stock's defect positively) and says why they differ: no test has
   an `if variant == ...` branch.
 Long runs: tests do not read `--extended` themselves; they take the
-`extended` fixture, the `extended` marker, or a `repeat` parameter."""
+`extended` fixture, the `extended` marker, or a `repeat` parameter.
+The core series alone: a test that needs no more than spice_patch/core
+carries the `core_series` marker; with --extended its `variant` also takes
+"core" (spice-server with that series alone, built on its first use, as
+the sanitizer variants are), where it expects what patched does."""
 from __future__ import annotations
 
 import os
@@ -25,7 +29,7 @@ from hypothesis import HealthCheck, settings
 
 from spice_initial_draw import Client, Server
 from spice_initial_draw.events import EventKind
-from spice_initial_draw.testing import VARIANTS
+from spice_initial_draw.testing import CORE_VARIANT, VARIANTS
 from spice_initial_draw.testing.assertions import stream_evidence
 
 # the project's top: ./run sets SID_TOP
@@ -68,6 +72,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "patched_only(reason): the behaviour this test checks does not exist "
                    "on stock 0.16.0, for the `reason` given; skipped on the stock variant")
+    config.addinivalue_line(
+        "markers", "core_series: the test needs only the core series (spice_patch/core); "
+                   "with --extended it also runs on the core variant, built on first use")
 
 
 # runs of a test that takes a `repeat` parameter, and with --extended
@@ -75,6 +82,14 @@ REPEATS, EXTENDED_REPEATS = 1, 5
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # the fixture `variant`: stock and patched, and with --extended core too
+    # for a test marked core_series; unless the test parametrizes it itself
+    if "variant" in metafunc.fixturenames and not any(
+            "variant" in m.args[0] for m in metafunc.definition.iter_markers("parametrize")):
+        core = (is_extended(metafunc.config)
+                and metafunc.definition.get_closest_marker("core_series") is not None)
+        metafunc.parametrize("variant", [*VARIANTS, *([CORE_VARIANT] if core else [])],
+                             indirect=True)
     if "repeat" in metafunc.fixturenames:
         metafunc.parametrize("repeat", range(EXTENDED_REPEATS if is_extended(metafunc.config)
                                              else REPEATS))
@@ -105,8 +120,13 @@ def extended(request: pytest.FixtureRequest) -> bool:
     return is_extended(request.config)
 
 
-@pytest.fixture(params=VARIANTS)
+@pytest.fixture
 def variant(request: pytest.FixtureRequest) -> str:
+    """The spice-server build the test runs on (its parameters:
+    pytest_generate_tests); the core variant is built on its first use
+    (build_variant)."""
+    if request.param == CORE_VARIANT:
+        request.getfixturevalue("build_variant")(CORE_VARIANT)
     return str(request.param)
 
 
@@ -171,7 +191,8 @@ def make_client(request: pytest.FixtureRequest) -> Iterator[Callable[..., Client
 
 @pytest.fixture(scope="session")
 def build_variant(request: pytest.FixtureRequest) -> Callable[[str], None]:
-    """build_variant(NAME): make sure the sanitizer variant NAME is built,
+    """build_variant(NAME): make sure the on-demand variant NAME (a
+    sanitizer variant, or core) is built,
     building it on its first use in the session with the tools' entry point,
     ./run build --variant NAME (set-up leaves these variants out; meson
     rebuilds only what changed, so an up-to-date one takes a second). Its

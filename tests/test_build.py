@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from spice_initial_draw.testing.patch_stats import read_series
+
 TOP = Path(os.environ.get("SID_TOP", Path(__file__).resolve().parents[1]))
 BUILD = TOP / "build"
 LIBRARY = Path("subprojects/spice-0.16.0/server/libspice-server.so.1")
@@ -30,9 +32,15 @@ def spice_options(meson_build: Path) -> list[str]:
     return re.findall(r"'([^']+)'", block.group(1))
 
 
-def series() -> list[str]:
-    lines = (TOP / "spice_patch" / "series").read_text().splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+def series(last: str | None = None) -> list[str]:
+    """The wrap paths of the series' patches (spice_patch/DIR/PATCH), in
+    order; with `last`, the series after it left out."""
+    out = []
+    for s in read_series(TOP / "spice_patch"):
+        out += [f"spice_patch/{s.name}/{p.name}" for p in s.patches]
+        if s.name == last:
+            break
+    return out
 
 
 def dynamic_symbols(library: Path, *flags: str) -> set[str]:
@@ -40,11 +48,12 @@ def dynamic_symbols(library: Path, *flags: str) -> set[str]:
     return {line.split()[-1] for line in out.splitlines() if line.strip()}
 
 
-def test_both_wraps_pin_the_same_release_tarball() -> None:
+def test_all_wraps_pin_the_same_release_tarball() -> None:
     patched = read_wrap(TOP / "subprojects" / "spice-server.wrap")
     stock = read_wrap(TOP / "stock" / "subprojects" / "spice-server.wrap")
+    core = read_wrap(TOP / "core" / "subprojects" / "spice-server.wrap")
     for key in ("directory", "source_filename", "source_hash", "source_url"):
-        assert patched[key] == stock[key], key
+        assert patched[key] == stock[key] == core[key], key
     assert patched["source_filename"] == "spice-0.16.0.tar.bz2"
     assert patched["source_hash"] == "0a6ec9528f05371261bbb2d46ff35e7b5c45ff89bb975a99af95a5f20ff4717d"
 
@@ -60,11 +69,18 @@ def test_patched_wrap_applies_the_series_in_order_and_stock_only_the_build_fix()
     patched = [f.strip() for f in read_wrap(TOP / "subprojects" / "spice-server.wrap")["diff_files"].split(",")]
     stock = [f.strip() for f in read_wrap(TOP / "stock" / "subprojects" / "spice-server.wrap")["diff_files"].split(",")]
     assert stock == [build_fix]
-    assert patched == [build_fix] + [f"spice_patch/{name}" for name in series()]
+    assert patched == [build_fix] + series()
 
 
-def test_both_variants_are_built_with_the_same_options() -> None:
-    assert spice_options(TOP / "meson.build") == spice_options(TOP / "stock" / "meson.build")
+def test_core_wrap_applies_the_core_series_alone() -> None:
+    core = [f.strip() for f in read_wrap(TOP / "core" / "subprojects" / "spice-server.wrap")["diff_files"].split(",")]
+    assert core == ["spice-0.16.0-meson-subproject.patch"] + series("core")
+    assert core[1:] and all(f.startswith("spice_patch/core/") for f in core[1:])
+
+
+def test_all_variants_are_built_with_the_same_options() -> None:
+    assert spice_options(TOP / "meson.build") == spice_options(TOP / "stock" / "meson.build") \
+        == spice_options(TOP / "core" / "meson.build")
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANT_BUILDS))

@@ -44,6 +44,7 @@ def shows_any_of(probes: list[list[int]], image: patterns.Image) -> bool:
     return any(probe_matches(probes, image))
 
 
+@pytest.mark.core_series   # one client, a good scanout
 @pytest.mark.parametrize("codec", VIDEO_CODECS)
 def test_no_read_after_completion(request, make_server, make_client, variant, codec):
     srv = make_server(codecs=f"gstreamer:{codec}", variant=variant)
@@ -96,6 +97,7 @@ def test_no_read_after_completion(request, make_server, make_client, variant, co
 DROPPED = "GL draw frame dropped"
 
 
+@pytest.mark.core_series   # one client, a good scanout
 @pytest.mark.parametrize("codec", VIDEO_CODECS)
 def test_dropped_draw_is_not_read_after_completion(request, make_server, make_client,
                                                    variant, codec):

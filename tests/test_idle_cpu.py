@@ -25,6 +25,7 @@ def idle_share(srv, window: float = IDLE_WINDOW) -> float:
     return (srv.cpu_seconds() - before) / window
 
 
+@pytest.mark.core_series   # one client, a good scanout
 @pytest.mark.parametrize("client_stays", [True, False],
                          ids=["client-connected", "client-gone"])
 @pytest.mark.stock_defect("the worker spins once the GL stream exists",
@@ -48,6 +49,7 @@ def test_idle_after_a_guest_draw_costs_no_cpu(make_server, make_client,
         f"idle server used {share:.0%} of a core over {IDLE_WINDOW} s"
 
 
+@pytest.mark.core_series   # one client, a good scanout
 @pytest.mark.parametrize("client_stays", [True, False],
                          ids=["client-connected", "client-gone"])
 def test_idle_after_a_connect_costs_no_cpu(make_server, make_client, variant,

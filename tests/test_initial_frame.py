@@ -80,6 +80,7 @@ SIZES = [pytest.param(1280, 720, False, id="1280x720"),
          pytest.param(1365, 767, True, id="1365x767-y0top")]
 
 
+@pytest.mark.core_series   # one client: the initial frame itself
 @pytest.mark.parametrize("codec", VIDEO_CODECS)
 @pytest.mark.parametrize("width,height,y0_top", SIZES)
 def test_initial_frame_without_any_draw(make_server, make_client, variant,
@@ -96,6 +97,7 @@ def test_initial_frame_without_any_draw(make_server, make_client, variant,
     assert not srv.events(EventKind.DRAW_DONE)
 
 
+@pytest.mark.core_series   # one client: the initial frame itself
 @pytest.mark.parametrize("codec", VIDEO_CODECS)
 def test_initial_frame_after_earlier_draw(make_server, make_client, variant,
                                           codec):
@@ -109,6 +111,7 @@ def test_initial_frame_after_earlier_draw(make_server, make_client, variant,
     initial_frame_expected(cli, srv, image, codec, variant)
 
 
+@pytest.mark.core_series   # one client: the initial frame itself
 @pytest.mark.parametrize("codec", ["mjpeg", "h264"])
 def test_initial_frame_is_the_current_scanout(make_server, make_client,
                                               variant, codec):

@@ -4,7 +4,8 @@
 # host or the Debian 13 root). Each sets up first (tools/setup.sh).
 
 # ./run build: set-up. ./run build --variant NAME (or all), repeatable: only
-# those sanitizer variants (the tests that use one build it themselves).
+# those on-demand variants: the sanitizer ones and core (the tests that use
+# one build it themselves).
 run_build() {
     local variants=() v entry
     while [ $# -gt 0 ]; do
@@ -17,10 +18,10 @@ run_build() {
         shift
     done
     for v in "${variants[@]}"; do
-        case " all $(sanitizer_variant_names) " in
+        case " all $(lazy_variant_names) " in
             *" $v "*) ;;
             *) die "reading the build options" "there is no variant '$v' to build" \
-                   "use one of: $(sanitizer_variant_names | sed 's/ /, /g'), or all (./run build alone builds stock and patched)" ;;
+                   "use one of: $(lazy_variant_names | sed 's/ /, /g'), or all (./run build alone builds stock and patched)" ;;
         esac
     done
     if [ ${#variants[@]} = 0 ]; then
@@ -29,7 +30,7 @@ run_build() {
     fi
     for v in "${variants[@]}"; do
         if [ "$v" = all ]; then
-            for entry in $(sanitizer_variant_names); do build_variant "$entry"; done
+            for entry in $(lazy_variant_names); do build_variant "$entry"; done
         else
             build_variant "$v"
         fi
@@ -70,7 +71,7 @@ run_install() {
 
 run_info() {
     setup_all
-    "$VENV/bin/python" -m spice_initial_draw info
+    "$VENV/bin/python" -m spice_initial_draw info --patch-dir "$TOP/spice_patch"
 }
 
 # spice-server's own registered test suite, for one variant.

@@ -16,6 +16,12 @@ LIBRARY_IN_BUILD=subprojects/$SPICE_DIR/server/libspice-server.so.1
 # Sanitizer variants of both libraries, for the race tests: NAME:PROJECT:SANITIZER.
 # Built on demand only (build_variant), by the tests that use them.
 SANITIZER_VARIANTS="stock-asan:stock:address,undefined patched-asan:.:address,undefined stock-tsan:stock:thread patched-tsan:.:thread"
+# The variant with the core series alone (spice_patch/core), for the tests
+# marked core_series: its project is core/ (as stock/ is stock's), its wrap
+# applies the build fix and that series. Built on demand only, like the
+# sanitizer variants.
+CORE_SERIES=core
+CORE_BUILD=$BUILD/$CORE_SERIES
 
 # The build directory belongs to one environment (host or a given root); a
 # build made elsewhere is thrown away rather than mixed with this one.
@@ -60,27 +66,59 @@ ensure_tarball() {
     note "spice-server tarball verified: sha256 $SPICE_SHA256"
 }
 
-# The patches of the patched variant: the build fix, then spice_patch/series.
-patched_diff_files() {
-    local files=(spice-0.16.0-meson-subproject.patch) p
-    while read -r p; do
-        [ -n "$p" ] && [ "${p:0:1}" != "#" ] || continue
-        [ -e "$TOP/spice_patch/$p" ] || die "reading spice_patch/series" "it lists $p, which is not in spice_patch/" "fix spice_patch/series"
-        files+=("spice_patch/$p")
+# The series of spice_patch/, in order: spice_patch/series lists their
+# directories, one a line ('#' starts a comment line).
+series_names() {
+    local dir
+    [ -e "$TOP/spice_patch/series" ] || die "reading spice_patch/series" "it does not exist" \
+        "list the series directories of spice_patch/ in it, one a line, in the order they apply"
+    while read -r dir; do
+        [ -n "$dir" ] && [ "${dir:0:1}" != "#" ] || continue
+        [ -d "$TOP/spice_patch/$dir" ] || die "reading spice_patch/series" \
+            "it lists the series $dir, which is not a directory in spice_patch/" "fix spice_patch/series"
+        [ -e "$TOP/spice_patch/$dir/series" ] || die "reading spice_patch/$dir/series" \
+            "it does not exist" "list the patches of spice_patch/$dir in it, in order (not the cover letter)"
+        echo "$dir"
     done < "$TOP/spice_patch/series"
+}
+
+# The patches of the patched variant, comma-separated, as diff_files of
+# the wrap: the build fix, then each series of spice_patch/series in order
+# (spice_patch/DIR/PATCH, in the order of spice_patch/DIR/series). With
+# LAST (a series name), the series after it are left out: the core variant
+# is `patched_diff_files core`.
+patched_diff_files() {
+    local last=${1:-} files=(spice-0.16.0-meson-subproject.patch) dir p found=0 dirs
+    dirs=$(series_names) || exit 1
+    for dir in $dirs; do
+        while read -r p; do
+            [ -n "$p" ] && [ "${p:0:1}" != "#" ] || continue
+            [ -e "$TOP/spice_patch/$dir/$p" ] || die "reading spice_patch/$dir/series" \
+                "it lists $p, which is not in spice_patch/$dir/" "fix spice_patch/$dir/series"
+            files+=("spice_patch/$dir/$p")
+        done < "$TOP/spice_patch/$dir/series"
+        if [ "$dir" = "$last" ]; then found=1; break; fi
+    done
+    [ -z "$last" ] || [ "$found" = 1 ] || die "reading spice_patch/series" \
+        "there is no series $last in it" "add spice_patch/$last and list it in spice_patch/series"
     local IFS=,
     echo "${files[*]}" | sed 's/,/, /g'
 }
 
-# Keep the wrap's diff_files in the order of spice_patch/series.
+# Keep the wraps' diff_files in step with the series: the patched one with
+# every series, the core variant's with the core series alone.
 sync_wrap_with_series() {
-    local wrap=$TOP/subprojects/spice-server.wrap want have
-    want=$(patched_diff_files)
-    have=$(sed -n 's/^diff_files = //p' "$wrap")
-    if [ "$want" != "$have" ]; then
-        note "subprojects/spice-server.wrap: diff_files set from spice_patch/series"
-        sed -i "s|^diff_files = .*|diff_files = $want|" "$wrap"
-    fi
+    local wrap want have last
+    for wrap in "$TOP/subprojects/spice-server.wrap" "$TOP/$CORE_SERIES/subprojects/spice-server.wrap"; do
+        last=""
+        [ "$wrap" = "$TOP/subprojects/spice-server.wrap" ] || last=$CORE_SERIES
+        want=$(patched_diff_files "$last") || exit 1
+        have=$(sed -n 's/^diff_files = //p' "$wrap")
+        if [ "$want" != "$have" ]; then
+            note "${wrap#"$TOP"/}: diff_files set from spice_patch/series${last:+ (the $last series alone)}"
+            sed -i "s|^diff_files = .*|diff_files = $want|" "$wrap"
+        fi
+    done
 }
 
 # A digest of a wrap and the patches it applies.
@@ -157,13 +195,46 @@ sanitizer_variant_names() {
     echo "${names[*]}"
 }
 
-# The sanitizer variant NAME, on demand: set-up (setup_all) leaves them out,
-# ./run build --variant NAME builds one, and the tests that use one call
-# that on its first use (tests/conftest.py, build_variant). It needs the
-# tarball and its project's extracted tree, not the virtual environment or
-# the package, so it can run while a test run uses them.
+# Every variant set-up leaves out, built on demand (build_variant).
+lazy_variant_names() {
+    echo "$(sanitizer_variant_names) $CORE_SERIES"
+}
+
+# The core variant: spice-server with the core series alone, configured as
+# stock (release), only libspice-server built. Under a lock, as above.
+build_core_variant() {
+    local lock
+    exec {lock}>"$BUILD/.$CORE_SERIES.lock"
+    flock "$lock"
+    ensure_subproject "$TOP/$CORE_SERIES" "$CORE_BUILD" "$CORE_SERIES"
+    if [ ! -e "$CORE_BUILD/build.ninja" ]; then
+        step "$CORE_SERIES: configuring (spice_patch/$CORE_SERIES alone)"
+        run_logged "$CORE_SERIES: meson setup" "$BUILD/logs/$CORE_SERIES-setup.log" \
+            meson setup "$CORE_BUILD" "$TOP/$CORE_SERIES" --buildtype=release -Db_ndebug=if-release
+    fi
+    step "$CORE_SERIES: building libspice-server with the $CORE_SERIES series alone (about 1 minute the first time)"
+    run_logged "$CORE_SERIES: building" "$BUILD/logs/$CORE_SERIES-build.log" \
+        meson compile -C "$CORE_BUILD" "subprojects/$SPICE_DIR/server/spice-server:shared_library"
+    exec {lock}>&-
+}
+
+# The variant NAME, on demand: set-up (setup_all) leaves the sanitizer
+# variants and the core variant out, ./run build --variant NAME builds one,
+# and the tests that use one call that on its first use (tests/conftest.py,
+# build_variant). It needs the tarball and its project's extracted tree,
+# not the virtual environment or the package, so it can run while a test
+# run uses them.
 build_variant() {
     local want=$1 entry name project sanitizer base
+    if [ "$want" = "$CORE_SERIES" ]; then
+        claim_build_dir
+        mkdir -p "$BUILD/logs"
+        ensure_tarball
+        sync_wrap_with_series
+        build_core_variant
+        step "$CORE_SERIES: built ($CORE_BUILD/$LIBRARY_IN_BUILD)"
+        return
+    fi
     for entry in $SANITIZER_VARIANTS; do
         IFS=: read -r name project sanitizer <<<"$entry"
         [ "$name" = "$want" ] || continue
@@ -178,7 +249,7 @@ build_variant() {
         return
     done
     die "reading the build options" "there is no variant '$want' to build" \
-        "use one of: $(sanitizer_variant_names | sed 's/ /, /g'), or all (./run build alone builds stock and patched)"
+        "use one of: $(lazy_variant_names | sed 's/ /, /g'), or all (./run build alone builds stock and patched)"
 }
 
 # NAME=PATH of every variant besides the bundled patched one.
@@ -188,6 +259,7 @@ variant_libraries_option() {
         name=${entry%%:*}
         list+=",$name=$BUILD/$name/$LIBRARY_IN_BUILD"
     done
+    list+=",$CORE_SERIES=$CORE_BUILD/$LIBRARY_IN_BUILD"
     echo "$list"
 }
 

@@ -2,12 +2,29 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .codecs import VIDEO_CODECS
 
 
-def cmd_info() -> int:
+def print_series(patch_dir: str) -> None:
+    from . import info
+    try:
+        series = info.series_info(patch_dir)
+    except OSError as e:
+        print(f"patch series: unreadable ({e})")
+        return
+    print(f"patch series ({os.path.basename(os.path.normpath(patch_dir))}/series, "
+          "applied in this order):")
+    for s in series:
+        deps = ", ".join(s["depends_on"]) or "nothing"
+        print(f"  {s['name']}: {len(s['patches'])} patches, depends on {deps}")
+        for k, title in enumerate(s["patches"], 1):
+            print(f"    {k:2}. {title}")
+
+
+def cmd_info(patch_dir: str | None = None) -> int:
     from . import info, variants
     b = info.build_info()
     print(f"spice-server version: {b['spice_server_version']}")
@@ -16,7 +33,8 @@ def cmd_info() -> int:
     print(f"default variant: {b['default_variant']}")
     for name in variants.available_variants():
         if b["variants"][name] == info.NOT_BUILT:
-            print(f"variant {name}: not built yet (./run build --variant {name}; "
+            what = " (the core series alone)" if name == "core" else ""
+            print(f"variant {name}{what}: not built yet (./run build --variant {name}; "
                   "the tests that use it build it)")
             continue
         v = info.variant_info(name)
@@ -28,6 +46,8 @@ def cmd_info() -> int:
     print(f"GStreamer: {g.get('version') or g.get('error')}")
     for name, present in g.get("encoders", {}).items():
         print(f"  {name}: {'yes' if present else 'no'}")
+    if patch_dir:
+        print_series(patch_dir)
     return 0
 
 
@@ -49,10 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--tls-password", metavar="PASSWORD",
                    help="serve on a TLS port only, with this password (a certificate "
                         "from a throw-away CA is made in OUTPUT/x509)")
-    sub.add_parser("info", help="version, variants, encoder, GStreamer")
+    i = sub.add_parser("info", help="version, variants, encoder, GStreamer, the patch series")
+    i.add_argument("--patch-dir", metavar="DIR",
+                   help="also list the patch series of DIR (spice_patch/ of the source tree)")
     args = p.parse_args(argv)
     if args.cmd == "info":
-        return cmd_info()
+        return cmd_info(args.patch_dir)
     from . import demo
     return demo.main(args.serve, args.output, args.codec, args.window, args.tls_password,
                      args.qemu)

@@ -12,6 +12,8 @@ What is observable, and how:
    "display_handle_stream_create: id N" and "A new element was added to
    Gstreamer's pipeline (vp8dec)".  spice-gtk decodes MJPEG with its
    built-in decoder (no GStreamer element).
+ - a stream's destruction: "display_handle_stream_destroy: id N" (the
+   event "stream-destroy"; "stream-stats" follows when it had frames).
  - a stream frame = a display-invalidate after a stream was created on that
    channel (spice-gtk invalidates the stream's rectangle per decoded frame).
  - GL (local) clients: connect(unix_path=..., gl=True) sets the session's
@@ -20,6 +22,10 @@ What is observable, and how:
    stride, fourcc, y0top) and each "gl-draw" signal the event "gl-draw",
    answered with spice_display_channel_gl_draw_done() as spice-gtk's
    widget does.
+ - migrations: SpiceSession:migration-state changes are the event
+   "migration-state" (spice-gtk follows a migration by itself; with
+   all_channels it connects cursor and inputs too, as remote-viewer, which
+   a seamless migration needs).
  - rpc_cycle: many short sessions (connect, display channel open,
    disconnect) in this one process, for the connect/disconnect soaks.
 """
@@ -53,6 +59,7 @@ DECODER_ELEMENTS = {"jpegdec": "mjpeg", "vp8dec": "vp8", "vp9dec": "vp9",
 RE_CHANNEL = re.compile(r"display-2:(\d+):")
 RE_STREAM = re.compile(r"display_handle_stream_create: id (\d+)")
 RE_ELEMENT = re.compile(r"new element was added to Gstreamer's pipeline \((\w+)\)")
+RE_STREAM_DESTROY = re.compile(r"display_handle_stream_destroy: id (\d+)")
 RE_STATS = re.compile(r"display_stream_stats_debug: id=(\d+) #in-frames=(\d+)")
 
 
@@ -138,6 +145,7 @@ class ClientState:
         self.streaming: dict[int, bool] = {}
         self.last_channel = 0
         self.channels: list[Any] = []
+        self.all_channels = False   # connect cursor and inputs too
         self.cycle: CycleSession | None = None   # rpc_cycle's current session
         self.old_sessions: list[Any] = []
         GLib.log_set_handler("GSpice", GLib.LogLevelFlags.LEVEL_MASK
@@ -162,6 +170,9 @@ class ClientState:
                 self.cycle.stream = True
                 return
             self.add("stream-create", ch, stream_id=int(m.group(1)))
+        elif (m := RE_STREAM_DESTROY.search(message)):
+            if self.cycle is None:
+                self.add("stream-destroy", ch, stream_id=int(m.group(1)))
         elif (m := RE_ELEMENT.search(message)):
             el = m.group(1)
             self.add("gst-element", ch, element=el,
@@ -178,10 +189,12 @@ class ClientState:
     # -- session / channels --------------------------------------------------
     def connect(self, host: str, port: int, codec: str | None,
                 unix_path: str | None = None, gl: bool | None = None,
-                auth: dict[str, Any] | None = None) -> bool:
+                auth: dict[str, Any] | None = None,
+                all_channels: bool = False) -> bool:
         if codec is not None and codec not in CODEC_TYPES:
             raise ValueError(f"unknown codec {codec!r}; one of {sorted(CODEC_TYPES)}")
         self.codec = codec
+        self.all_channels = all_channels
         s = SpiceClientGLib.Session()
         if unix_path is not None:
             s.props.unix_path = unix_path   # local client (QEMU unix=on)
@@ -198,11 +211,19 @@ class ClientState:
             s.props.gl_scanout = gl   # SPICE_DISPLAY_CAP_GL_SCANOUT
         GObject.Object.connect(s, "channel-new", self.on_channel_new)
         GObject.Object.connect(s, "channel-destroy", self.on_channel_destroy)
+        GObject.Object.connect(s, "notify::migration-state", self.on_migration_state)
         self.session = s
         self.add("session-connect", host=host, port=port, unix_path=unix_path,
                  tls_port=(auth or {}).get("tls_port", 0),
                  gl=s.props.gl_scanout)
         return bool(s.connect())  # spice_session_connect
+
+    def on_migration_state(self, s: Any, _pspec: Any) -> None:
+        """A migration's progress (SpiceSession:migration-state): the
+        server sent MIGRATE_BEGIN(_SEAMLESS), the client follows it by
+        itself; back to "none" once it is done."""
+        state = s.props.migration_state
+        self.add("migration-state", state=getattr(state, "value_nick", str(state)))
 
     def on_channel_new(self, _s: Any, ch: Any) -> None:
         cid = ch.props.channel_id
@@ -217,6 +238,8 @@ class ClientState:
             GObject.Object.connect(ch, "notify::gl-scanout", self.on_gl_scanout)
             GObject.Object.connect(ch, "gl-draw", self.on_gl_draw)
             ch.connect()  # spice_channel_connect
+        elif self.all_channels and not isinstance(ch, SpiceClientGLib.MainChannel):
+            ch.connect()  # as remote-viewer: cursor and inputs as well
 
     def on_channel_destroy(self, _s: Any, ch: Any) -> None:
         self.add("channel-destroy", ch.props.channel_id, type=type(ch).__name__)
@@ -287,8 +310,9 @@ class ClientState:
     # -- RPC ------------------------------------------------------------------
     def rpc_connect(self, host: str, port: int, codec: str | None,
                     unix_path: str | None = None, gl: bool | None = None,
-                    auth: dict[str, Any] | None = None) -> bool:
-        return self.connect(host, port, codec, unix_path, gl, auth)
+                    auth: dict[str, Any] | None = None,
+                    all_channels: bool = False) -> bool:
+        return self.connect(host, port, codec, unix_path, gl, auth, all_channels)
 
     def rpc_cycle(self, count: int, host: str, port: int, codec: str | None,
                   wait_frame: float = 0.0, timeout: float = 10.0) -> dict[str, Any]:

@@ -52,8 +52,25 @@ class Handlers:
 
     def rpc_start(self, codecs: str, displays: int,
                   unix_path: str | None = None,
-                  security: dict[str, Any] | None = None) -> int:
-        if security is not None:
+                  security: dict[str, Any] | None = None,
+                  migration: dict[str, bool] | None = None) -> int:
+        if migration is not None:
+            mig = self.ffi.new("sid_migration *", migration)
+            sec = self.ffi.NULL
+            keep = []
+            if security is not None:
+                sec = self.ffi.new("sid_security *")
+                for name, value in security.items():
+                    if isinstance(value, str):
+                        keep.append(self.ffi.new("char[]", value.encode()))
+                        value = keep[-1]
+                    if value is not None:
+                        setattr(sec, name, value)
+            self.srv = self.lib.sid_server_new_migratable(
+                codecs.encode(), displays,
+                self.ffi.NULL if unix_path is None else unix_path.encode(),
+                sec, mig, self.err, len(self.err))
+        elif security is not None:
             sec = self.ffi.new("sid_security *")
             keep = []   # the strings live as long as the call
             for name, value in security.items():   # sid_security's fields
@@ -74,6 +91,25 @@ class Handlers:
         if self.srv == self.ffi.NULL:
             raise ShimCallFailed(Status.SPICE, f"start: {self._error()}")
         return int(self.lib.sid_server_port(self.srv))
+
+    def rpc_migrate_info(self, host: str, port: int, tls_port: int,
+                         subject: str | None) -> None:
+        subj = self.ffi.NULL if subject is None else subject.encode()
+        self._check(self.lib.sid_server_migrate_info(self.srv, host.encode(), port,
+                                                     tls_port, subj, self.err,
+                                                     len(self.err)), "migrate_info")
+
+    def rpc_migrate_start(self) -> None:
+        self._check(self.lib.sid_server_migrate_start(self.srv, self.err,
+                                                      len(self.err)), "migrate_start")
+
+    def rpc_migrate_end(self, completed: bool) -> None:
+        self._check(self.lib.sid_server_migrate_end(self.srv, completed, self.err,
+                                                    len(self.err)), "migrate_end")
+
+    def rpc_set_running(self, running: bool) -> None:
+        self._check(self.lib.sid_server_set_running(self.srv, running, self.err,
+                                                    len(self.err)), "set_running")
 
     def rpc_set_refresh_rate(self, rate: int) -> None:
         self._check(self.lib.sid_server_set_refresh_rate(self.srv, rate, self.err,

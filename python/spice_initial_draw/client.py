@@ -43,17 +43,23 @@ class Client:
     tls_port, ca_file, password: as remote-viewer's
     spice://host?port=...&tls-port=... --spice-ca-file=... and its password
     prompt; port 0: TLS only.
+    all_channels: connect the cursor and inputs channels too, as
+    remote-viewer does (by default only the display channel is connected);
+    a seamless migration needs it: spice-gtk follows one only once every
+    channel of its session has migrated.
     """
 
     def __init__(self, host: str, port: int, codec: str | None = None,
                  env: dict[str, str] | None = None,
                  unix_path: str | None = None, gl: bool | None = None,
                  connect: bool = True, tls_port: int = 0,
-                 ca_file: str | None = None, password: str | None = None) -> None:
+                 ca_file: str | None = None, password: str | None = None,
+                 all_channels: bool = False) -> None:
         if codec is not None and codec not in CODECS:
             raise ValueError(f"codec {codec!r}: use one of {CODECS} or None")
         self.host, self.port, self.codec = host, port, codec
         self.unix_path, self.gl = unix_path, gl
+        self.all_channels = all_channels
         self.auth = {"tls_port": tls_port, "ca_file": ca_file, "password": password}
         self._events: list[ClientEvent] = []
         self._worker = _rpc.WorkerProcess("spice_initial_draw._client_worker",
@@ -61,7 +67,8 @@ class Client:
         self.t_connect = time.monotonic()
         self._connected = connect
         if connect:
-            self._call("connect", host, port, codec, unix_path, gl, self.auth)
+            self._call("connect", host, port, codec, unix_path, gl, self.auth,
+                       all_channels)
 
     @classmethod
     def for_server(cls, server: Any, codec: str | None = None,
@@ -88,7 +95,7 @@ class Client:
             raise ClientError("this client is connected already")
         self.t_connect = time.monotonic()
         self._call("connect", self.host, self.port, self.codec,
-                   self.unix_path, self.gl, self.auth)
+                   self.unix_path, self.gl, self.auth, self.all_channels)
         self._connected = True
 
     def cycle(self, count: int, wait_frame: float = 0.0,

@@ -16,3 +16,6 @@ DRM_FORMAT_NV12 = fourcc("NV12")
 
 DRM_FORMAT_MOD_LINEAR = 0
 DRM_FORMAT_MOD_INVALID = 0x00ffffffffffffff   # fourcc_mod_code(NONE, DRM_FORMAT_RESERVED)
+# fourcc_mod_code(INTEL, 1): Intel's X tiling, 512-byte x 8-row tiles
+DRM_FORMAT_MOD_VENDOR_INTEL = 0x01
+I915_FORMAT_MOD_X_TILED = DRM_FORMAT_MOD_VENDOR_INTEL << 56 | 1

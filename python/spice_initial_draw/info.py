@@ -1,8 +1,10 @@
 """What this installation is: spice-server version, variants, encoder,
-loaded library, GStreamer and its encoders."""
+loaded library, GStreamer and its encoders; and the patch series of a
+source tree (spice_patch/)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from typing import Any
@@ -96,3 +98,17 @@ def build_info() -> dict[str, Any]:
         "build_config": {k: v for k, v in vars(_build_config).items()
                          if k.isupper()},
     }
+
+
+def series_info(patch_dir: str) -> list[dict[str, Any]]:
+    """The series of `patch_dir` (spice_patch/), in the order they apply:
+    name, Depends-on and the patch subjects (without `[PATCH n/m]`)."""
+    from pathlib import Path
+
+    from .testing.patch_stats import read_series, subject
+    out = []
+    for s in read_series(Path(patch_dir)):
+        out.append({"name": s.name, "depends_on": s.depends_on,
+                    "patches": [re.sub(r"^\[PATCH[^]]*\] *", "", subject(p))
+                                for p in s.patches]})
+    return out

@@ -42,6 +42,11 @@ class Server:
     port is tls_port, port is 0 when only TLS listens.
     command_prefix: run the server process under this command (e.g.
     ["valgrind", "--tool=callgrind", ...] for the benchmarks).
+    seamless_migration: QEMU's -spice seamless-migration=on (off by
+    default, as QEMU); incoming: a migration target (QEMU's -incoming): the
+    VM does not run until set_running(True).  The source side of a
+    migration: migrate_info(target), migrate_start(), set_running(False),
+    migrate_end() (sid_migrate.c).
     """
 
     def __init__(self, codecs: str | None = None,
@@ -50,7 +55,8 @@ class Server:
                  command_prefix: list[str] | None = None,
                  unix_path: str | None = None,
                  security: Security | None = None,
-                 qemu: str = QEMU_DIRECT, max_refresh_rate: int = 30) -> None:
+                 qemu: str = QEMU_DIRECT, max_refresh_rate: int = 30,
+                 seamless_migration: bool = False, incoming: bool = False) -> None:
         if qemu not in (QEMU_DIRECT, QEMU_10_1_REMOTE):
             raise ValueError(f"qemu={qemu!r}: use {QEMU_DIRECT!r} (a draw per call) or "
                              f"{QEMU_10_1_REMOTE!r} (draws from the refresh tick)")
@@ -65,6 +71,7 @@ class Server:
         self.n_displays = displays
         self._events: list[Event] = []
         self._closed = False
+        self._destroyed = False
         self._worker = _rpc.WorkerProcess(
             "spice_initial_draw._server_worker", [variant], env=env,
             prefix=command_prefix)
@@ -72,7 +79,13 @@ class Server:
         self.library: str = self._call("info")["library"]
         self.security = security
         self.tls_port = 0
-        if security is not None:
+        self.seamless_migration, self.incoming = seamless_migration, incoming
+        if seamless_migration or incoming:
+            self.port = self._call("start", codecs, displays, unix_path,
+                                   None if security is None else security.as_args(),
+                                   {"seamless": seamless_migration, "incoming": incoming})
+            self.tls_port = self._call("tls_port")
+        elif security is not None:
             self.port = self._call("start", codecs, displays, None, security.as_args())
             self.tls_port = self._call("tls_port")
         elif unix_path is None:
@@ -144,8 +157,9 @@ class Server:
 
     # -- event log ----------------------------------------------------------
     def events(self, kind: EventKind | None = None) -> list[Event]:
-        """The shim's event log so far (optionally only one kind)."""
-        if self.alive():
+        """The shim's event log so far (optionally only one kind); final
+        after destroy()."""
+        if self.alive() and not self._destroyed:
             for raw in self._call("events", len(self._events)):
                 t, k, d, ck, a, b, c, dd, text = raw
                 self._events.append(Event(t, EventKind(k), d, ck, a, b, c, dd, text))
@@ -184,6 +198,27 @@ class Server:
         """QEMU's set_password (lifetime 0) and expire_password: the ticket a
         client must present from now on; None: none is valid."""
         self._call("set_ticket", password, lifetime)
+
+    # -- migration (QEMU's ui/spice-core.c) ----------------------------------
+    def migrate_info(self, target: "Server", subject: str | None = None) -> None:
+        """The monitor's client_migrate_info to `target`
+        (spice_server_migrate_connect): the clients connect to the target;
+        MIGRATE_CONNECTED is logged once they did (or gave up)."""
+        self._call("migrate_info", target.host, target.port, target.tls_port, subject)
+
+    def migrate_start(self) -> None:
+        """The migration's setup (spice_server_migrate_start)."""
+        self._call("migrate_start")
+
+    def migrate_end(self, completed: bool = True) -> None:
+        """The migration completed or failed (spice_server_migrate_end);
+        MIGRATE_END_DONE is logged once spice is done with the clients."""
+        self._call("migrate_end", completed)
+
+    def set_running(self, running: bool) -> None:
+        """The VM's run state: spice_server_vm_start / vm_stop (the source
+        stops before migrate_end; the target starts once loaded)."""
+        self._call("set_running", running)
 
     # -- file descriptors -----------------------------------------------------
     def fds(self) -> dict[int, str]:
@@ -226,12 +261,31 @@ class Server:
         except _rpc.WorkerDied:
             pass
 
+    def destroy(self) -> None:
+        """QEMU's exit, spice's side of it: spice_server_vm_stop() and
+        spice_server_destroy(), which destroys each QXL instance
+        (red_qxl_destroy: the worker is told to close, joined, and its
+        display channel closed); then the shim frees its displays.  The
+        server process stays up, so that what it still holds can be
+        inspected (fds(), memfds(), a Races ledger) before close().  The
+        event log is final (read just before the destroy); the displays
+        take no more calls."""
+        if self._destroyed:
+            return
+        self.events()
+        self._call("stop")
+        self._destroyed = True
+
+    @property
+    def destroyed(self) -> bool:
+        return self._destroyed
+
     def close(self) -> int | None:
         """Stop the server; returns the process exit status."""
         if self._closed:
             return self._worker.proc.returncode
         self._closed = True
-        if self.alive():
+        if self.alive() and not self._destroyed:
             try:
                 self.events()
                 self._worker.call("stop")

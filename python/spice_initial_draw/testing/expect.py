@@ -13,6 +13,7 @@ marker (skipped on stock).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import pytest
@@ -22,18 +23,21 @@ from spice_initial_draw.events import EventKind
 from spice_initial_draw.frames import Frame
 from spice_initial_draw.patterns import Image
 
-from . import FRAME_TIMEOUT, NO_FRAME_WINDOW, VARIANTS
+from . import CORE_VARIANT, FRAME_TIMEOUT, NO_FRAME_WINDOW, VARIANTS
 from .assertions import report, stream_evidence, wait_shows
 from .bad_scanouts import Outcome, connect_showing
+from .gl_sequence import Transcript, diff
 
 T = TypeVar("T")
 
 
 def is_stock(variant: str) -> bool:
     """Whether `variant` is stock 0.16.0 (its sanitizer builds included:
-    stock-asan, stock-tsan); an unknown name is an error, not patched."""
+    stock-asan, stock-tsan); the core variant is not (the tests that run on
+    it need only the core series); an unknown name is an error, not
+    patched."""
     base = variant.split("-")[0]
-    if base not in VARIANTS:
+    if base not in (*VARIANTS, CORE_VARIANT):
         raise ValueError(f"unknown variant {variant!r}")
     return base == "stock"
 
@@ -311,3 +315,46 @@ def shows_next_scanout_after_disable(srv: Server, cli: Client, image: Image,
             pytest.xfail(f"stock 0.16.0: the scanout after a disable is "
                          f"sometimes not shown ({e})")
         raise
+
+
+# -- a local GL client: stock's messages ------------------------------------
+def gl_client_messages_as_stock(stock: Transcript, got: Transcript, variant: str,
+                                clients: list[str] | None) -> str:
+    """The diff between what a local GL client got (`got`) and what stock
+    sends it (`stock`, a reference run of the same script): "" when it is
+    as stock's.  One difference is the series': QEMU's scanout disable
+    (fd -1, 0x0) stops the GL stream on patched (core, "display-channel:
+    Stop the GL stream when the scanout is disabled", which issue 13 asks
+    for), so a GL client that was given the GL stream's STREAM_CREATE (a
+    session with a streaming client beside it, as stock does) gets its
+    STREAM_DESTROY at the disable; stock sends it when the next scanout's
+    stream replaces the old one.  Nothing else may differ."""
+    expected = stock
+    if not is_stock(variant) and stock.before_disable:
+        messages = {}
+        for name, msgs in stock.messages.items():
+            at = stock.before_disable.get(name, len(msgs))
+            later = [i for i in range(at, len(msgs)) if msgs[i] == "STREAM_DESTROY"]
+            if later:
+                msgs = msgs[:at] + ["STREAM_DESTROY"] + [
+                    m for i, m in enumerate(msgs) if i >= at and i != later[0]]
+            messages[name] = msgs
+        expected = replace(stock, messages=messages)
+    return diff(expected, got, clients, ("stock (reference run)" if expected is stock
+                                         else "stock, its GL stream stopped at the disable",
+                                         variant))
+
+
+def gl_client_told_of_gl_stream(gl: Client, variant: str) -> None:
+    """A local GL client beside a streaming client that just connected to
+    an idle VM (no guest draw yet).  Both variants create the GL stream on
+    every client, the GL client included (STREAM_CREATE, never a frame),
+    as soon as the stream exists: patched creates it for the streaming
+    client's initial frame, at its connect; stock only at the next guest
+    draw, so its GL client has none yet."""
+    created = gl.events("stream-create")
+    if is_stock(variant):
+        assert not created, f"stock: {created}"
+    else:
+        assert len(created) == 1, f"patched: {created}"
+    assert gl.frames_received() == 0
