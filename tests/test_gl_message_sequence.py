@@ -11,8 +11,10 @@ in order, scanouts with their size, stride and format, draws with their
 rectangle; and every QEMU draw with how many times it was completed) must
 be the same, but for the one difference the series means to make
 (testing/expect.py, gl_client_messages_as_stock: QEMU's disable stops the
-GL stream, so a GL client that has it gets its STREAM_DESTROY then).  On the stock variant this compares two stock runs: the
-transcript is exact, not a matter of timing.
+GL stream, so a GL client that has it gets its STREAM_DESTROY then).  That
+the transcript is exact, not a matter of timing, is checked by running
+stock twice (test_stock_transcript_is_exact: the mixed session, the one with
+the most clients and steps; every script under --extended).
 
 The odd scanouts are ones stock forwards to a GL client as they are
 (the client's GPU imports them) but that a video encoder could not read as
@@ -135,6 +137,8 @@ def stock_transcript() -> Iterator[Callable[[str], Transcript]]:
     yield run
 
 
+@pytest.mark.patched_only("the reference is stock's own run of the script "
+                          "(test_stock_transcript_is_exact compares two of them)")
 @pytest.mark.parametrize("name", list(SCRIPTS))
 def test_gl_client_gets_the_messages_stock_sends(make_server, make_client, variant,
                                                  stock_transcript, name):
@@ -148,3 +152,18 @@ def test_gl_client_gets_the_messages_stock_sends(make_server, make_client, varia
         assert not delta, (
             f"{name} on {variant}: the transcript differs from stock's\n"
             f"steps: {got.steps}\n{delta}\n\n" + stream_evidence(srv, []))
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=() if n == "mixed-gl-and-streaming-client" else pytest.mark.extended)
+    for n in SCRIPTS])
+def test_stock_transcript_is_exact(make_server, make_client, stock_transcript, name):
+    """A second stock run of a script gives the reference's transcript: the
+    comparison above is exact, not a matter of timing."""
+    with tempfile.TemporaryDirectory(prefix="sid-glseq-") as d:
+        srv = _server("stock", os.path.join(d, "spice.sock"), name, make_server)
+        got = run_script(srv, SCRIPTS[name], lambda s, gl: make_client(s, gl=gl))
+        delta = gl_client_messages_as_stock(stock_transcript(name), got, "stock",
+                                            COMPARED.get(name))
+        assert not delta, (f"{name}: two stock runs differ\nsteps: {got.steps}\n{delta}\n\n"
+                           + stream_evidence(srv, []))
