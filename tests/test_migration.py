@@ -31,14 +31,13 @@ window (NO_FRAME_WINDOW), patched the generous FRAME_TIMEOUT.
 """
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from spice_initial_draw import patterns
 from spice_initial_draw.events import EventKind
 from spice_initial_draw.testing import FRAME_TIMEOUT, NO_FRAME_WINDOW
 from spice_initial_draw.testing.assertions import wait_shows
+from spice_initial_draw.testing.bad_scanouts import connect_showing
 from spice_initial_draw.testing.expect import per_variant
 
 SIZE = (1280, 720)
@@ -48,24 +47,7 @@ STOCK_KEEPS_SOURCE_PICTURE = (
     "guest draws: it keeps the source's last picture")
 
 
-def shows_source_picture(srv, cli, image) -> None:
-    """Set-up: the client shows the source's picture after guest draws
-    (a lone frame can be dropped as late by the client, stock does not send
-    it again, and stock's H.264 shows one only once the next one starts)."""
-    d = srv.display(0)
-    d.scanout(image)
-    cli.wait_ready()
-    for _ in range(5):
-        d.draw().wait(FRAME_TIMEOUT)
-        try:
-            wait_shows(cli, image, 2.0)
-            return
-        except AssertionError:
-            continue
-    raise RuntimeError("set-up: the client never showed the source's picture")
-
-
-def migrate(src, dst, cli, target_image) -> float:
+def migrate(src, dst, cli, target_image) -> None:
     """QEMU's migration of the VM from src to dst, the client following it;
     returns when the client is done (its migration state is back to none)."""
     src.migrate_info(dst)
@@ -76,13 +58,7 @@ def migrate(src, dst, cli, target_image) -> float:
     src.migrate_end(True)
     dst.set_running(True)
     src.wait_event(EventKind.MIGRATE_END_DONE, timeout=FRAME_TIMEOUT)
-    deadline = time.monotonic() + FRAME_TIMEOUT
-    while not [e for e in cli.events("migration-state") if e.info["state"] == "none"]:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the client did not follow the migration: "
-                               f"{cli.events('migration-state')}")
-        time.sleep(0.05)
-    return time.monotonic()
+    cli.wait_migrated(FRAME_TIMEOUT)
 
 
 def run_migration(make_server, make_client, variant, codec, seamless):
@@ -93,7 +69,10 @@ def run_migration(make_server, make_client, variant, codec, seamless):
     source_image = patterns.quadrants(*SIZE)
     target_image = patterns.bars(*SIZE)
     cli = make_client(src, codec, all_channels=True)
-    shows_source_picture(src, cli, source_image)
+    # set-up: a lone frame can be dropped as late by the client, stock does not
+    # send it again, and stock's H.264 shows one only once the next one starts
+    src.display(0).scanout(source_image)
+    connect_showing(src, cli, source_image, draws=5)
     migrate(src, dst, cli, target_image)
     # the client's display channel is now the target's
     linked = [e for e in dst.events(EventKind.CHANNEL) if (e.a, e.b) == (2, 2)]

@@ -178,6 +178,13 @@ class Client:
         return self._wait(lambda: self.events("display-primary-create", channel),
                           timeout, "display-primary-create")[-1]
 
+    def wait_migrated(self, timeout: float = 10.0) -> ClientEvent:
+        """Wait until the client followed a migration (its migration state
+        is back to none)."""
+        return self._wait(lambda: [e for e in self.events("migration-state")
+                                   if e.info["state"] == "none"],
+                          timeout, "end of the migration")[0]
+
     def wait_frames(self, count: int = 1, timeout: float = 10.0,
                     channel: int = 0) -> list[ClientEvent]:
         """Wait until `count` stream frames have been decoded."""
