@@ -151,6 +151,11 @@ static void watch_remove(SpiceWatch *w)
 }
 
 /* ---- channel events (may come from spice's worker thread) ------------ */
+G_STATIC_ASSERT(SID_CHANNEL_EVENT_CONNECTED == SPICE_CHANNEL_EVENT_CONNECTED);
+G_STATIC_ASSERT(SID_CHANNEL_EVENT_INITIALIZED == SPICE_CHANNEL_EVENT_INITIALIZED);
+G_STATIC_ASSERT(SID_CHANNEL_EVENT_DISCONNECTED == SPICE_CHANNEL_EVENT_DISCONNECTED);
+G_STATIC_ASSERT(SID_CHANNEL_TYPE_DISPLAY == SPICE_CHANNEL_DISPLAY);
+
 static void channel_event(int event, SpiceChannelEventInfo *info)
 {
     sid_core *core = get_current();

@@ -29,11 +29,22 @@ enum {
     SID_EV_FATAL = 6,            /* display, cookie, text: QEMU would crash here */
     SID_EV_CLIENT_CONNECT = 7,   /* display, a = first 4 display-cap bytes, via set_client_capabilities */
     SID_EV_CLIENT_DISCONNECT = 8,/* display, via set_client_capabilities(client_present = 0) */
-    SID_EV_CHANNEL = 9,          /* a = SPICE_CHANNEL_EVENT_*, b = channel type, c = channel id */
+    SID_EV_CHANNEL = 9,          /* a = SID_CHANNEL_EVENT_*, b = channel type, c = channel id, d = connection id */
     SID_EV_SERVER_STOPPED = 10,
     SID_EV_MIGRATE_CONNECTED = 11, /* source: migrate_connect_complete */
     SID_EV_MIGRATE_END_DONE = 12,  /* source: migrate_end_complete */
     SID_EV_RUNSTATE = 13           /* a = 1: spice_server_vm_start, 0: vm_stop */
+};
+
+/* spice.h's SPICE_CHANNEL_EVENT_* and spice/enums.h's display channel type,
+ * as SID_EV_CHANNEL records them (sid_core.c checks they are equal). */
+enum {
+    SID_CHANNEL_EVENT_CONNECTED = 1,
+    SID_CHANNEL_EVENT_INITIALIZED = 2,
+    SID_CHANNEL_EVENT_DISCONNECTED = 3
+};
+enum {
+    SID_CHANNEL_TYPE_DISPLAY = 2
 };
 
 /* Error codes returned by the functions below (negative values). */

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from spice_initial_draw import DrawBusy, NoScanout, ServerCrashed, patterns, variants
-from spice_initial_draw.events import EventKind
+from spice_initial_draw.events import CHANNEL_TYPE_DISPLAY, ChannelEvent, EventKind
 from spice_initial_draw.patterns import DRM_FORMAT_NV12
 from spice_initial_draw.testing import FRAME_TIMEOUT
 from spice_initial_draw.testing.assertions import settled_memfds
@@ -184,6 +184,7 @@ def test_event_log_is_monotonic_and_sees_clients(make_server, make_client,
     # 0008; 2 in 100 quick disconnects here, seen as "no display channel
     # disconnect seen" in two fresh-clone runs).
     d.draw().wait(FRAME_TIMEOUT)
+    assert len(srv.display_connections()) == 1
     cli.disconnect()
     srv.wait_event(EventKind.CHANNEL, 1)
     events = srv.events()
@@ -196,12 +197,11 @@ def test_event_log_is_monotonic_and_sees_clients(make_server, make_client,
     assert connect.a & 0x1
     # the main channel's disconnect can come first
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if any(e.a == 3 and e.b == 2 for e in srv.events(EventKind.CHANNEL)):
-            break
+    while time.monotonic() < deadline and srv.display_connections():
         time.sleep(0.05)
-    assert any(e.a == 3 and e.b == 2 for e in srv.events(EventKind.CHANNEL)), \
-        "no display channel disconnect seen"
+    assert any((e.a, e.b) == (ChannelEvent.DISCONNECTED, CHANNEL_TYPE_DISPLAY)
+               for e in srv.events(EventKind.CHANNEL)), "no display channel disconnect seen"
+    assert not srv.display_connections()
 
 
 def test_crash_is_reported_with_signal(make_server):

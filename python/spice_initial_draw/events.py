@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._abi import EventKind
+from ._abi import CHANNEL_TYPE_DISPLAY, ChannelEvent, EventKind
 
-__all__ = ["Event", "EventKind"]
+__all__ = ["CHANNEL_TYPE_DISPLAY", "ChannelEvent", "Event", "EventKind"]
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,8 @@ class Event:
     For DRAW, (a, b, c, d) = (x, y, w, h); for DRAW_DONE, a = latency in ns;
     for SCANOUT, (a, b, c, d) = (width, height, planes, fourcc); for
     CLIENT_CONNECT, a = the first 32 display-channel capability bits; for
-    CHANNEL, (a, b, c) = (SPICE_CHANNEL_EVENT_*, channel type, channel id).
+    CHANNEL, (a, b, c, d) = (ChannelEvent, channel type, channel id,
+    connection id).
     """
 
     t_ns: int

@@ -11,7 +11,7 @@ from . import _rpc
 from ._abi import RAW_MAX_PLANES, FdKind, Status
 from .drm import DRM_FORMAT_MOD_INVALID, DRM_FORMAT_XRGB8888
 from .errors import DrawTimeout, ServerCrashed, ShimError, for_status
-from .events import Event, EventKind
+from .events import CHANNEL_TYPE_DISPLAY, ChannelEvent, Event, EventKind
 from .patterns import Image, bars, quadrants
 from .security import Security
 
@@ -164,6 +164,20 @@ class Server:
                 t, k, d, ck, a, b, c, dd, text = raw
                 self._events.append(Event(t, EventKind(k), d, ck, a, b, c, dd, text))
         return [e for e in self._events if kind is None or e.kind == kind]
+
+    def display_connections(self) -> set[int]:
+        """The connection ids of the clients whose display channel the
+        server has now (linked, not yet disconnected), by its channel
+        events (CONNECTED comes before the link: it has no channel type)."""
+        live: set[int] = set()
+        for e in self.events(EventKind.CHANNEL):
+            if e.b != CHANNEL_TYPE_DISPLAY:
+                continue
+            if e.a == ChannelEvent.INITIALIZED:
+                live.add(e.d)
+            elif e.a == ChannelEvent.DISCONNECTED:
+                live.discard(e.d)
+        return live
 
     def fatal_errors(self) -> list[Event]:
         return self.events(EventKind.FATAL)
