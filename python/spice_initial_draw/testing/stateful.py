@@ -171,7 +171,7 @@ def make_machine(variant: str, rig_kwargs: dict[str, Any] | None = None,
                     # the draw itself can wait for a thread this park holds
                     # (an earlier client's disconnect, handled late, blocks
                     # QEMU's thread on the worker): bounded like the action
-                    parked = self._bounded(p, self._draw) and p.reached(0.5)
+                    parked = self._bounded(p, self._draw) and self._reached(p, 0.5)
                     event(f"{point} during {action}: {'parked' if parked else 'not reached'}")
                     if parked:
                         first = sorted(self.rig.clients)[:1]
@@ -184,6 +184,19 @@ def make_machine(variant: str, rig_kwargs: dict[str, Any] | None = None,
                         elif action == "vanish" and first:
                             self._while_parked(p, self._vanish, first[0])
                         p.release()
+
+        def _reached(self, p, timeout: float) -> bool:
+            """p.reached(timeout), False as soon as no client is left to
+            encode for: the points past the draw (worker:*, gst:*) are on
+            a streaming client's encode, and a client the rig no longer has
+            (vanished) counts until the server saw it go."""
+            deadline = time.monotonic() + timeout
+            while not p.reached(0.02):
+                if time.monotonic() > deadline:
+                    return False
+                if not self.rig.clients and not self.rig.server.display_connections():
+                    return p.reached(0)
+            return True
 
         def _while_parked(self, p, action, *args):
             """An action while a server thread is parked, then the release."""
