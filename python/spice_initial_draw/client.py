@@ -170,9 +170,27 @@ class Client:
             time.sleep(0.02)
 
     def wait_ready(self, timeout: float = 10.0, channel: int = 0) -> ClientEvent:
-        """Wait until the display channel is open (codec preference sent)."""
-        return self._wait(lambda: self.events("display-ready", channel),
-                          timeout, "display channel")[0]
+        """Wait until the display channel is open (codec preference sent).
+        ClientError at once if the session ends first: the server refused
+        the connection or closed it (or died)."""
+        def ready() -> list[ClientEvent]:
+            opened = self.events("display-ready", channel)
+            ended = self.session_end()
+            if not opened and ended is not None:
+                raise ClientError(f"client: the session ended before the display channel "
+                                  f"opened ({ended.name} {ended.info})")
+            return opened
+        return self._wait(ready, timeout, "display channel")[0]
+
+    def session_end(self) -> ClientEvent | None:
+        """The event that ended the client's session, if it ended: its
+        main channel closed or failed (connect, link, TLS, I/O)."""
+        for e in self.events():
+            if e.name == "session-closed" or (
+                    e.name == "channel-event" and e.info.get("type") == "MainChannel"
+                    and str(e.info.get("event", "")).startswith("error")):
+                return e
+        return None
 
     def wait_primary(self, timeout: float = 10.0, channel: int = 0) -> ClientEvent:
         return self._wait(lambda: self.events("display-primary-create", channel),
