@@ -115,7 +115,7 @@ def _streams_destroyed(cli) -> int:
 
 @pytest.mark.stock_defect("the GL stream outlives a disabled scanout", raises=StreamKept)
 def test_scanout_disable_stops_the_gl_stream(make_server, make_client, variant):
-    """A disable stops the remote client's GL stream (patch 0026): the
+    """A disable stops the remote client's GL stream (core 16): the
     client destroys it, nothing warns of a scanout it cannot access, the
     draw on the disabled scanout completes once, and the next scanout and
     draw make a new stream that shows it."""

@@ -103,8 +103,8 @@ def test_dropped_draw_is_not_read_after_completion(request, make_server, make_cl
                                                    variant, codec):
     """Draws back to back: the encoder's rate control drops some frames
     (a frame within one period of the last one, or over the bit rate).
-    Patched holds such a draw until it is sent again and encoded (patch
-    0024; before it, the refresh encoded the scanout after completion);
+    Patched holds such a draw until it is sent again and encoded (core 14;
+    before it, the refresh encoded the scanout after completion);
     every draw's buffer is rewritten at completion, so a frame read later
     shows it.  Stock drops the frame and completes the draw: no read either,
     but the frame is lost."""

@@ -202,7 +202,7 @@ def test_draws_complete_once_while_clients_come_and_go(make_server,
     Stock crashes (SIGSEGV): a connecting client's preferred video codecs
     stop the steady client's stream, and the STREAM_DESTROY queued for the
     newcomer, on which that stream was never created, has no client to
-    release it with (patch 0012)."""
+    release it with (multi-client 1)."""
     srv = make_server(codecs=f"gstreamer:{codec}", variant=variant,
                       env=MULTI_CLIENT)
     d = srv.display(0)

@@ -12,7 +12,7 @@ from spice_initial_draw.testing.repros import REPROS, run_repro
 
 # (iii) and (iv) also found a crash of both variants (SIGSEGV releasing a
 # stream item of a client the stream was never created on, agent->dcc ==
-# NULL) when a client connects after a GL draw stream: fixed by patch 0012.
+# NULL) when a client connects after a GL draw stream: fixed by multi-client 1.
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

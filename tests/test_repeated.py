@@ -3,12 +3,12 @@ pass.  Each scenario runs 10 times per codec (100 with --extended,
 SID_REPEATS=N to choose) on 1080p, the storm of 16 clients 3 times (48 new
 clients), and every new client must show the guest's current picture.  spice-gtk
 drops a late MJPEG frame, and a dropped lone frame left the client black: the
-playback margin (patch 0019) covers what the server measures (round trip,
+playback margin (core 9) covers what the server measures (round trip,
 transfer), and a frame the client still reports late (it read it late:
 busy, or decoding the previous frame; 0 to 5 of 10 runs here on 2 cores)
-is sent again (patch 0023).  Runs with a late frame are counted and
+is sent again (core 13).  Runs with a late frame are counted and
 printed.  A burst of back-to-back draws must end on its last picture, with
-no frame dropped on playback (patch 0025).
+no frame dropped on playback (core 15).
 A failure prints what the server and the clients logged about the stream.
 On stock the scenarios that need an initial frame fail (no frame within
 NO_FRAME_WINDOW): run once, strict xfail; the two that do not exist on stock
@@ -187,9 +187,9 @@ def test_burst_of_draws_ends_on_the_last_one(request, variant):
     10.1 does not coalesce): spice-gtk decodes an MJPEG frame at its
     mm-time and drops the next one if that passed meanwhile ("rendering
     too late"), after it reported the frame on time.  Patched keeps the GL
-    stream to its frame rate (patch 0025): no frame is dropped on playback
-    and the client ends on the last draw.  Before 0025 the frames, stamped
-    with a playback margin (0019) but as close as the draws, were dropped
+    stream to its frame rate (core 15): no frame is dropped on playback
+    and the client ends on the last draw.  Before core 15 the frames, stamped
+    with a playback margin (core 9) but as close as the draws, were dropped
     on playback about twice per 100 draws, and the last one in 1 of 20
     runs of test_completion's 100 draws.  Patched only: stock stamps
     frames as they are sent, so none waits in the client's queue."""

@@ -180,8 +180,8 @@ def test_event_log_is_monotonic_and_sees_clients(make_server, make_client,
     srv.wait_event(EventKind.CLIENT_CONNECT, 1)
     # The worker handles this draw after the display channel's connect, so
     # once it completed, dcc_start() no longer waits for the client's init:
-    # stock dies of SIGSEGV when the client leaves during that wait (patch
-    # 0008; 2 in 100 quick disconnects here, seen as "no display channel
+    # stock dies of SIGSEGV when the client leaves during that wait (core 2;
+    # 2 in 100 quick disconnects here, seen as "no display channel
     # disconnect seen" in two fresh-clone runs).
     d.draw().wait(FRAME_TIMEOUT)
     assert len(srv.display_connections()) == 1

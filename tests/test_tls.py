@@ -126,7 +126,7 @@ def test_refused_attempt_changes_nothing_for_others(make_server, make_client, va
     d.draw().wait(FRAME_TIMEOUT)
     shows_the_draw(first, newer, variant, FRAME_TIMEOUT, srv, stock_wait=1.0)
     # the initial frame may already show the new picture; the draw's own
-    # frame (re-sent if the encoder dropped it, patch 0024) can follow it
+    # frame (re-sent if the encoder dropped it, core 14) can follow it
     frames_before = wait_quiet(first, QUIET)
     mark = srv.output_mark()
     refused = make_client(srv, "mjpeg", password="not-the-password")

@@ -195,7 +195,7 @@ def dropped_draw_is_sent_again(dropped: int, draws: int, cli: Client, last: Imag
     """`draws` back-to-back draws, `dropped` of them dropped by the
     encoder's rate control (the server's "GL draw frame dropped" lines):
     patched drops some and holds each such draw until it is sent again and
-    encoded (patch 0024), so the client ends on the last draw within
+    encoded (core 14), so the client ends on the last draw within
     FRAME_TIMEOUT.  Stock drops the frame and completes the draw: the frame
     is lost, and stock has no such line; nothing is asserted on stock."""
     if is_stock(variant):
@@ -211,7 +211,7 @@ def shows_a_lone_h264_draw(srv: Server, d: Display, cli: Client, image: Image,
     """A client connected before the guest's only draw (`first`, made at
     `t_draw` and completed), H.264, and its stream created.  Patched
     encodes the last frame again once the guest stopped drawing for 100 ms
-    (patches 0020, 0022): the single draw is shown without a second one,
+    (core 10 and 12): the single draw is shown without a second one,
     and it is the only completion.  Stock: the decoder only knows an access
     unit is complete when the next one starts, so nothing is decoded
     within `window` s and the surface stays blank; the guest's next draw

@@ -7,7 +7,7 @@ process only), does the conflicting action from QEMU's side or the client's,
 releases the thread, then checks the fd ledger, the draw completions, the
 client's picture and the server process.  On stock each must detect a
 defect; on patched each must find none.  (i)-(vi) are issue 5's list; (vii)
-and (viii) are the races patches 0017 and 0018 fix.
+and (viii) are the races multi-client 5 fixes.
 """
 from __future__ import annotations
 
@@ -186,7 +186,7 @@ def client_gone_during_resized_draw(rig: RaceRig, variant: str,
     rig.notes += rig.check_draws()
     rig.settle()
     rig.scanout(A)             # QEMU's display changes size (320x240)
-    time.sleep(0.5)            # past patch 0020's refresh: the worker is idle
+    time.sleep(0.5)            # past core 10's refresh: the worker is idle
     with rig.races.park("worker:read") as p:
         rig.draw()             # queued: the worker is parked before its next read
         p.wait(1, 5.0)
@@ -200,14 +200,15 @@ def client_gone_during_resized_draw(rig: RaceRig, variant: str,
 
 def repro_newer_client_gone_during_resized_draw(rig: RaceRig, variant: str) -> None:
     """(vii) the newer client vanishes: it is first in the channel's list,
-    its own surface push fails, and the draw is counted for it (patch 0017)."""
+    its own surface push fails, and the draw is counted for it (fixed by
+    multi-client 5)."""
     client_gone_during_resized_draw(rig, variant, gone=1)
 
 
 def repro_older_client_gone_during_resized_draw(rig: RaceRig, variant: str) -> None:
     """(viii) the older client vanishes: the push for the newer client,
     first in the list, disconnects it and frees the list link the loop
-    goes on with (patch 0018)."""
+    goes on with (fixed by multi-client 5)."""
     client_gone_during_resized_draw(rig, variant, gone=0)
 
 

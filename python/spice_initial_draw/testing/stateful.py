@@ -46,7 +46,7 @@ POINTS = ["gst:before-map", "worker:before-encode", "gst:release",
 ACTIONS = ["scanout", "draw", "disconnect", "vanish", "nothing"]
 MAX_FDS_HELD = 6
 FD_SETTLE_S = 5.0
-# two clients at once (they crashed both variants before patch 0012)
+# two clients at once (they crashed both variants before multi-client 1)
 MAX_CLIENTS = 2           # scanout + GStreamer's dups in flight
 
 
