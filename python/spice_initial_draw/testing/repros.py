@@ -15,6 +15,7 @@ import time
 
 from .. import patterns
 from ..client import Client
+from . import FRAME_TIMEOUT
 from .racerig import RaceRig
 
 W, H = 320, 240
@@ -28,12 +29,15 @@ def sends_initial_frame(variant: str) -> bool:
 
 
 def _ready(rig: RaceRig, cli: Client, variant: str) -> None:
+    """The client's display channel, and on patched its initial frame: a
+    wait, not a window (FRAME_TIMEOUT: the first ASan process after a
+    build took more than 4 s, with its code and GStreamer's still cold)."""
     cli.wait_ready()
     if sends_initial_frame(variant):
         try:
-            cli.wait_frames(1, 4.0)
+            cli.wait_frames(1, FRAME_TIMEOUT)
         except TimeoutError:
-            rig.notes.append("no initial frame within 4 s of connecting")
+            rig.notes.append(f"no initial frame within {FRAME_TIMEOUT} s of connecting")
     rig.settle()
 
 
