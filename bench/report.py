@@ -444,6 +444,27 @@ def plots(out: str, res: dict[str, Any], rows: list[dict[str, Any]]) -> list[str
     return made
 
 
+def _patch_label(name: str) -> str:
+    """"core/0001" for "core/0001-display-channel-....patch" (a series
+    directory, then the patch's number in it)."""
+    series, _, file = name.rpartition("/")
+    return f"{series}/{file[:4]}" if series else file[:4]
+
+
+def measured_lines(res: dict[str, Any]) -> list[str]:
+    """Which run measured each step's rows, when runs of some steps (--only)
+    were merged; nothing when one run measured them all."""
+    runs: dict[tuple[str, str, str], list[str]] = {}
+    for step, run in res.get("measured", {}).items():
+        key = (run.get("command", "?"), run.get("started", "?"), run.get("profile", "?"))
+        runs.setdefault(key, []).append(step)
+    if len(runs) <= 1:
+        return []
+    return ["Steps measured by each run:", "",
+            *(f"- {', '.join(steps)}: `{command}` ({profile}), {started}"
+              for (command, started, profile), steps in runs.items()), ""]
+
+
 def write(out: str, res: dict[str, Any]) -> str:
     rows = ttff_rows(res)
     st_md, st_ratios = steady_table(res)
@@ -460,7 +481,8 @@ def write(out: str, res: dict[str, Any]) -> str:
           f"{res['machine']['cpu']}; load average at start / end "
           f"{_load(res['machine'].get('loadavg_start'))} / {_load(res['machine'].get('loadavg_end'))}; "
           f"series: {len(res.get('series', []))} patches "
-          f"({', '.join(n.rsplit('/', 1)[-1][:4] + ' ' + h[:8] for n, h in res.get('series_sha256', {}).items())}).", ""]
+          f"({', '.join(_patch_label(n) + ' ' + h[:8] for n, h in res.get('series_sha256', {}).items())}).", "",
+          *measured_lines(res)]
     for content in ("pattern", "noise"):
         if any(r["content"] == content for r in rows):
             md += [f"## Time to first frame, idle VM, {'four-colour pattern' if content == 'pattern' else 'random noise'}",

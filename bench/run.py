@@ -1,5 +1,6 @@
 """`./run bench [--quick] [...]`: the benchmarks of spice-initial-draw (not
-tests).  Writes results.json, results.md and PNG plots to --output.
+tests).  Writes results.json, results.md and PNG plots to --output.  A run
+of some steps (--only) replaces their rows there and keeps the others'.
 
 Steps (each prints a progress line):
  1. time to first frame (TTFF) of a client connecting to an idle VM, per
@@ -555,15 +556,61 @@ def print_plan(steps: list[Step]) -> None:
         f"{name} {len(units)}" for name, units in units_per_step.items()))
 
 
+def command_of(argv: list[str]) -> str:
+    """The ./run bench command line, without the --output ./run adds."""
+    words, skip = [], False
+    for word in argv:
+        if skip or word.startswith("--output="):
+            skip = False
+            continue
+        if word == "--output":
+            skip = True
+            continue
+        words.append(word)
+    return " ".join(["./run bench", *words])
+
+
+def previous_results(output: str) -> dict[str, Any]:
+    """results.json as an earlier run left it ({} if there is none, or with a
+    warning if it cannot be read)."""
+    path = os.path.join(output, "results.json")
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        print(f"warning: {path} cannot be read ({e}); the steps this run leaves out "
+              "will have no rows", file=sys.stderr, flush=True)
+        return {}
+
+
 def new_results(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, Any]:
+    """A run's results.  A run of some steps (--only) keeps the rows the
+    other steps have in --output's results.json, and `measured` says which
+    run measured each step's rows."""
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    command = command_of(sys.argv[1:])
+    profile_name = "quick" if args.quick else "full"
+    chosen = set(args.only.split(","))
     results: dict[str, Any] = {
-        "profile": "quick" if args.quick else "full", "params": params,
-        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "profile": profile_name, "params": params, "started": started,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "cpu": _cpu_model(), "loadavg_start": os.getloadavg()},
-        "command": "./run bench" + (" --quick" if args.quick else ""),
+        "command": command,
         **{key: [] for kind in STEP_KINDS for key in kind.keys},
-        "errors": []}
+        "measured": {}, "errors": []}
+    earlier = previous_results(args.output) if chosen != set(STEP_NAMES) else {}
+    for kind in STEP_KINDS:
+        if kind.name in chosen:
+            results["measured"][kind.name] = {"command": command, "started": started,
+                                              "profile": profile_name}
+        elif kind.name in earlier.get("measured", {}) or any(earlier.get(k) for k in kind.keys):
+            for key in kind.keys:
+                results[key] = earlier.get(key, [])
+            results["measured"][kind.name] = earlier.get("measured", {}).get(kind.name, {
+                "command": earlier.get("command", "?"), "started": earlier.get("started", "?"),
+                "profile": earlier.get("profile", "?")})
     try:
         import spice_initial_draw
         results["library"] = {v: spice_initial_draw.variants.variant_library(v)
