@@ -556,18 +556,16 @@ def print_plan(steps: list[Step]) -> None:
         f"{name} {len(units)}" for name, units in units_per_step.items()))
 
 
-def command_of(argv: list[str]) -> str:
-    """The ./run bench command line, without the --output ./run adds."""
-    words, skip = [], False
-    for word in argv:
-        if skip or word.startswith("--output="):
-            skip = False
-            continue
-        if word == "--output":
-            skip = True
-            continue
-        words.append(word)
-    return " ".join(["./run bench", *words])
+def command_of(args: argparse.Namespace) -> str:
+    """The ./run bench command with these options (--output is ./run's)."""
+    words = ["./run bench", *(["--quick"] if args.quick else [])]
+    if args.only != ",".join(STEP_NAMES):
+        words.append(f"--only {args.only}")
+    if args.codecs:
+        words.append(f"--codecs {args.codecs}")
+    if args.no_callgrind:
+        words.append("--no-callgrind")
+    return " ".join(words)
 
 
 def previous_results(output: str) -> dict[str, Any]:
@@ -590,7 +588,7 @@ def new_results(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, A
     other steps have in --output's results.json, and `measured` says which
     run measured each step's rows."""
     started = time.strftime("%Y-%m-%d %H:%M:%S")
-    command = command_of(sys.argv[1:])
+    command = command_of(args)
     profile_name = "quick" if args.quick else "full"
     chosen = set(args.only.split(","))
     results: dict[str, Any] = {

@@ -18,6 +18,7 @@ import pytest
 from spice_initial_draw.errors import ServerCrashed
 from spice_initial_draw.events import EventKind
 from spice_initial_draw.testing import FRAME_TIMEOUT, NO_FRAME_WINDOW
+from spice_initial_draw.testing.assertions import connect_showing
 from spice_initial_draw.testing.bad_scanouts import (
     CASE_IDS,
     CASES,
@@ -29,7 +30,6 @@ from spice_initial_draw.testing.bad_scanouts import (
     BadScanout,
     H,
     W,
-    connect_showing,
     run_bad_scanout,
     warnings_naming,
 )

@@ -34,6 +34,7 @@ from spice_initial_draw.drm import (
     DRM_FORMAT_MOD_LINEAR,
     DRM_FORMAT_XBGR8888,
 )
+from spice_initial_draw.testing.assertions import connect_showing
 from spice_initial_draw.testing.bad_scanouts import (
     BAD_FOURCC,
     CRASH,
@@ -44,7 +45,6 @@ from spice_initial_draw.testing.bad_scanouts import (
     NOT_SHOWN,
     NV12,
     XRGB,
-    connect_showing,
     run_bad_scanout,
 )
 

@@ -137,21 +137,27 @@ def stock_transcript() -> Iterator[Callable[[str], Transcript]]:
     yield run
 
 
+def differences_from_stock(variant: str, name: str, make_server: Callable[..., Server],
+                           make_client: Callable[..., Client],
+                           stock_transcript: Callable[[str], Transcript]) -> str:
+    """Run the script `name` on `variant` and compare it with stock's
+    reference run (gl_client_messages_as_stock): "" when they agree, else
+    the steps, the diff and the server's evidence."""
+    with tempfile.TemporaryDirectory(prefix="sid-glseq-") as d:
+        srv = _server(variant, os.path.join(d, "spice.sock"), name, make_server)
+        got = run_script(srv, SCRIPTS[name], lambda s, gl: make_client(s, gl=gl))
+        delta = gl_client_messages_as_stock(stock_transcript(name), got, variant,
+                                            COMPARED.get(name))
+        return delta and f"steps: {got.steps}\n{delta}\n\n" + stream_evidence(srv, [])
+
+
 @pytest.mark.patched_only("the reference is stock's own run of the script "
                           "(test_stock_transcript_is_exact compares two of them)")
 @pytest.mark.parametrize("name", list(SCRIPTS))
 def test_gl_client_gets_the_messages_stock_sends(make_server, make_client, variant,
                                                  stock_transcript, name):
-    with tempfile.TemporaryDirectory(prefix="sid-glseq-") as d:
-        srv = _server(variant, os.path.join(d, "spice.sock"), name, make_server)
-        got = run_script(srv, SCRIPTS[name],
-                         lambda s, gl: make_client(s, gl=gl))
-        expected = stock_transcript(name)
-        compared = COMPARED.get(name)
-        delta = gl_client_messages_as_stock(expected, got, variant, compared)
-        assert not delta, (
-            f"{name} on {variant}: the transcript differs from stock's\n"
-            f"steps: {got.steps}\n{delta}\n\n" + stream_evidence(srv, []))
+    delta = differences_from_stock(variant, name, make_server, make_client, stock_transcript)
+    assert not delta, f"{name} on {variant}: the transcript differs from stock's\n{delta}"
 
 
 @pytest.mark.parametrize("name", [
@@ -160,10 +166,5 @@ def test_gl_client_gets_the_messages_stock_sends(make_server, make_client, varia
 def test_stock_transcript_is_exact(make_server, make_client, stock_transcript, name):
     """A second stock run of a script gives the reference's transcript: the
     comparison above is exact, not a matter of timing."""
-    with tempfile.TemporaryDirectory(prefix="sid-glseq-") as d:
-        srv = _server("stock", os.path.join(d, "spice.sock"), name, make_server)
-        got = run_script(srv, SCRIPTS[name], lambda s, gl: make_client(s, gl=gl))
-        delta = gl_client_messages_as_stock(stock_transcript(name), got, "stock",
-                                            COMPARED.get(name))
-        assert not delta, (f"{name}: two stock runs differ\nsteps: {got.steps}\n{delta}\n\n"
-                           + stream_evidence(srv, []))
+    delta = differences_from_stock("stock", name, make_server, make_client, stock_transcript)
+    assert not delta, f"{name}: two stock runs differ\n{delta}"

@@ -27,8 +27,7 @@ from spice_initial_draw.errors import ClientError, ServerCrashed
 from spice_initial_draw.events import EventKind
 from spice_initial_draw.patterns import Image
 from spice_initial_draw.testing import FRAME_TIMEOUT, NO_FRAME_WINDOW, VIDEO_CODECS
-from spice_initial_draw.testing.assertions import wait_shows
-from spice_initial_draw.testing.bad_scanouts import connect_showing
+from spice_initial_draw.testing.assertions import connect_showing, wait_shows
 from spice_initial_draw.testing.expect import (
     every_connect_gets_an_initial_frame,
     newcomers_got_initial_frames,

@@ -23,10 +23,9 @@ from spice_initial_draw import patterns
 from spice_initial_draw.events import EventKind
 from spice_initial_draw.patterns import Image
 from spice_initial_draw.testing import FRAME_TIMEOUT, NO_FRAME_WINDOW
-from spice_initial_draw.testing.assertions import probe_matches, stream_evidence
+from spice_initial_draw.testing.assertions import connect_showing, probe_matches, stream_evidence
 from spice_initial_draw.testing.bad_scanouts import (
     GOOD_IMAGES,
-    connect_showing,
     warnings_naming,
 )
 from spice_initial_draw.testing.scanout_layouts import (

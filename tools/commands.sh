@@ -66,7 +66,7 @@ run_install() {
     # only what the runtime and devel tags install: the library (its headers
     # and spice-server.pc come from configuring), not the harness or tests
     run_logged "install: building libspice-server" "$BUILD/logs/install-build.log" \
-        meson compile -C "$builddir" "subprojects/$SPICE_DIR/server/spice-server:shared_library"
+        meson compile -C "$builddir" "$LIBRARY_TARGET"
     run_logged "install: meson install" "$BUILD/logs/install.log" \
         meson install -C "$builddir" --tags runtime,devel --no-rebuild
     note "installed: $(cd "$prefix" && find . -name 'libspice-server.so*' -o -name spice-server.pc -o -name spice.h | sort | tr '\n' ' ')"

@@ -13,6 +13,8 @@ PATCHED_BUILD=$BUILD/patched
 STOCK_BUILD=$BUILD/stock
 STOCK_LIBRARY=$STOCK_BUILD/subprojects/$SPICE_DIR/server/libspice-server.so.1
 LIBRARY_IN_BUILD=subprojects/$SPICE_DIR/server/libspice-server.so.1
+# its ninja target: what a build of the library alone compiles
+LIBRARY_TARGET=subprojects/$SPICE_DIR/server/spice-server:shared_library
 # Sanitizer variants of both libraries, for the race tests:
 # NAME:PROJECT:SANITIZER:BUILDTYPE. Built on demand only (build_variant), by
 # the tests that use them. The patched ones, which every ./run test builds,
@@ -191,7 +193,7 @@ build_sanitizer_variant() {
     fi
     step "$name: building libspice-server (under a minute the first time)"
     run_logged "$name: building" "$BUILD/logs/$name-build.log" \
-        meson compile -C "$builddir" "subprojects/$SPICE_DIR/server/spice-server:shared_library"
+        meson compile -C "$builddir" "$LIBRARY_TARGET"
     exec {lock}>&-
 }
 
@@ -220,7 +222,7 @@ build_core_variant() {
     fi
     step "$CORE_SERIES: building libspice-server with the $CORE_SERIES series alone (about 1 minute the first time)"
     run_logged "$CORE_SERIES: building" "$BUILD/logs/$CORE_SERIES-build.log" \
-        meson compile -C "$CORE_BUILD" "subprojects/$SPICE_DIR/server/spice-server:shared_library"
+        meson compile -C "$CORE_BUILD" "$LIBRARY_TARGET"
     exec {lock}>&-
 }
 

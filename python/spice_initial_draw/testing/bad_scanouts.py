@@ -135,25 +135,6 @@ class Outcome:
         return "; ".join(self.notes) or "no defect"
 
 
-def connect_showing(srv: Any, cli: Any, image: Any, draws: int = 3) -> None:
-    """Wait for the client's display channel, then draw until it shows
-    `image` (the current scanout), at most `draws` times.  GAP: on the
-    patched variant the first draw after the channel is ready is sometimes
-    never shown (the surface stays black, about 1 run in 4 here); the
-    guest's next draw shows it, so more than one draw is made, as a guest
-    would keep drawing."""
-    cli.wait_ready()
-    d = srv.display(0)
-    for attempt in range(draws):
-        d.draw(0, 0, image.width, image.height).wait(10)
-        try:
-            wait_shows(cli, image, 3.0)
-            return
-        except AssertionError:
-            if attempt == draws - 1:
-                raise
-
-
 def warnings_naming(output: str, regex: str) -> list[str]:
     """Lines of the server's output that are warnings matching regex."""
     pat = re.compile(regex)

@@ -24,8 +24,8 @@ from spice_initial_draw.frames import Frame
 from spice_initial_draw.patterns import Image
 
 from . import CORE_VARIANT, FRAME_TIMEOUT, NO_FRAME_WINDOW, VARIANTS
-from .assertions import report, stream_evidence, wait_shows
-from .bad_scanouts import Outcome, connect_showing
+from .assertions import connect_showing, report, stream_evidence, wait_shows
+from .bad_scanouts import Outcome
 from .gl_sequence import Transcript, diff
 
 T = TypeVar("T")
@@ -236,13 +236,6 @@ def shows_a_lone_h264_draw(srv: Server, d: Display, cli: Client, image: Image,
           f"draw; the picture {frames[0].t - t_second:.3f} s after the second")
 
 
-def draws_to_show(variant: str, codec: str) -> int:
-    """Guest draws a connected client needs to show the picture: stock's
-    H.264 shows a lone frame only once the next one starts (patched sends
-    it again when the guest goes idle), so 2 there; 1 otherwise."""
-    return per_variant(variant, patched=1, stock=2 if codec == "h264" else 1)
-
-
 # -- messages and crashes -------------------------------------------------
 def warns_once_of_no_dmabuf_encoder(output: str, variant: str) -> None:
     """The server's output while it has no encoder for a DMA-BUF scanout:
@@ -305,7 +298,7 @@ def handles_bad_scanout(outcome: Outcome, variant: str, what: str,
 def shows_next_scanout_after_disable(srv: Server, cli: Client, image: Image,
                                      variant: str) -> None:
     """The good scanout `image` after a disable (fd -1, 0x0) is shown
-    (bad_scanouts.connect_showing): patched always shows it; stock 0.16.0
+    (assertions.connect_showing): patched always shows it; stock 0.16.0
     sometimes does not, so a stock failure is an xfail (not strict: stock
     passes too)."""
     try:
