@@ -1,14 +1,14 @@
 """H.264 as spice-server configures x264 (intra-refresh, ...): after a
 single frame the spice-gtk client shows nothing; the picture appears once
 a second frame follows (BASELINE: about 0.26 s later).  The decoder only
-knows an access unit is complete when the next one starts (core 8).
+knows an access unit is complete when the next one starts.
 
 Stock: a guest that draws once and then stays idle is never shown; the
 characterisation (nothing within SINGLE_FRAME_WINDOW, the picture after a
 second guest draw) is asserted as stock behaviour.  Patched: once the guest
-stopped drawing for 100 ms, the server encodes the last frame again from
-the pipeline's converted copy of it (core 10 and 12), so the single
-draw is shown without a second one.
+stopped drawing for 100 ms, the server encodes the current scanout once
+more (core 10, the idle refresh), which pushes the held frame out: the
+single draw is shown without a second guest draw.
 """
 from __future__ import annotations
 
