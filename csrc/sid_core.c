@@ -10,6 +10,7 @@
 #include <glib-unix.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "sid_internal.h"
 
@@ -272,3 +273,49 @@ void sid_core_call(sid_core *core, void (*fn)(void *), void *data)
     pthread_mutex_unlock(&core->call_lock);
 }
 
+/* ---- test hook: the sanitizers' positive control ---------------------- */
+static char misuse_buf[64];
+/* through a volatile pointer: the compiler keeps every call, even the one
+ * on a freed block */
+static void *(*volatile misuse_memset)(void *, int, size_t) = memset;
+
+static void *misuse_race_thread(void *p)
+{
+    (void)p;
+    misuse_memset(misuse_buf, 1, sizeof(misuse_buf));
+    return NULL;
+}
+
+static void misuse_race_core(void *p)
+{
+    (void)p;
+    misuse_memset(misuse_buf, 2, sizeof(misuse_buf));
+}
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuse-after-free"   /* the point of it */
+static void misuse_use_after_free_core(void *p)
+{
+    (void)p;
+    char *block = malloc(sizeof(misuse_buf));
+    free(block);
+    misuse_memset(block, 3, sizeof(misuse_buf));
+}
+#pragma GCC diagnostic pop
+
+void sid_test_misuse_memory(sid_server *srv, int what)
+{
+    sid_core *core = &srv->core;
+    if (what == SID_MISUSE_RACE) {
+        /* the caller orders itself before both writes and after both
+         * (thread creation and join, sid_core_call), not one before the
+         * other */
+        pthread_t t;
+        if (pthread_create(&t, NULL, misuse_race_thread, NULL) == 0) {
+            sid_core_call(core, misuse_race_core, NULL);
+            pthread_join(t, NULL);
+        }
+    } else if (what == SID_MISUSE_USE_AFTER_FREE) {
+        sid_core_call(core, misuse_use_after_free_core, NULL);
+    }
+}
