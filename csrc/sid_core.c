@@ -8,25 +8,27 @@
  * pointer is cleared by sid_server_free(), so nothing survives a test.
  */
 #include <glib-unix.h>
+#include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "sid_internal.h"
 
-static GMutex current_lock;
+static pthread_mutex_t current_lock = PTHREAD_MUTEX_INITIALIZER;
 static sid_core *current;
 
 void sid_core_set_current(sid_core *core)
 {
-    g_mutex_lock(&current_lock);
+    pthread_mutex_lock(&current_lock);
     current = core;
-    g_mutex_unlock(&current_lock);
+    pthread_mutex_unlock(&current_lock);
 }
 
 static sid_core *get_current(void)
 {
-    g_mutex_lock(&current_lock);
+    pthread_mutex_lock(&current_lock);
     sid_core *core = current;
-    g_mutex_unlock(&current_lock);
+    pthread_mutex_unlock(&current_lock);
     return core;
 }
 
@@ -198,6 +200,8 @@ int sid_core_start(sid_core *core, sid_log *log)
     core->log = log;
     core->ctx = g_main_context_new();
     core->loop = g_main_loop_new(core->ctx, FALSE);
+    pthread_mutex_init(&core->call_lock, NULL);
+    pthread_cond_init(&core->call_done, NULL);
     core->thread = g_thread_new("sid-core", loop_thread, core);
     return SID_OK;
 }
@@ -219,25 +223,34 @@ void sid_core_stop(sid_core *core)
     g_main_context_unref(core->ctx);
     core->loop = NULL;
     core->ctx = NULL;
+    pthread_cond_destroy(&core->call_done);
+    pthread_mutex_destroy(&core->call_lock);
 }
 
 /* ---- marshalling onto the loop thread -------------------------------- */
+/* Through the core's call_lock, a pthread lock made before the thread: TSan
+ * sees what it orders (the call's arguments, then what fn did), not GLib's
+ * futex locks nor GMainContext's queue. */
 typedef struct {
+    sid_core *core;
     void (*fn)(void *);
     void *data;
-    GMutex lock;
-    GCond cond;
-    gboolean done;
+    bool done;
 } sync_call;
 
 static gboolean sync_call_cb(gpointer p)
 {
     sync_call *c = p;
-    c->fn(c->data);
-    g_mutex_lock(&c->lock);
-    c->done = TRUE;
-    g_cond_signal(&c->cond);
-    g_mutex_unlock(&c->lock);
+    sid_core *core = c->core;
+    pthread_mutex_lock(&core->call_lock);
+    void (*fn)(void *) = c->fn;
+    void *data = c->data;
+    pthread_mutex_unlock(&core->call_lock);
+    fn(data);
+    pthread_mutex_lock(&core->call_lock);
+    c->done = true;
+    pthread_cond_broadcast(&core->call_done);
+    pthread_mutex_unlock(&core->call_lock);
     return G_SOURCE_REMOVE;
 }
 
@@ -247,19 +260,62 @@ void sid_core_call(sid_core *core, void (*fn)(void *), void *data)
         fn(data);
         return;
     }
-    sync_call c = { .fn = fn, .data = data, .done = FALSE };
-    g_mutex_init(&c.lock);
-    g_cond_init(&c.cond);
+    sync_call c = { .core = core, .fn = fn, .data = data, .done = false };
     GSource *s = g_idle_source_new();
     g_source_set_priority(s, G_PRIORITY_DEFAULT);
     g_source_set_callback(s, sync_call_cb, &c, NULL);
-    g_mutex_lock(&c.lock);
+    pthread_mutex_lock(&core->call_lock);
     g_source_attach(s, core->ctx);
     g_source_unref(s);
     while (!c.done) {
-        g_cond_wait(&c.cond, &c.lock);
+        pthread_cond_wait(&core->call_done, &core->call_lock);
     }
-    g_mutex_unlock(&c.lock);
-    g_mutex_clear(&c.lock);
-    g_cond_clear(&c.cond);
+    pthread_mutex_unlock(&core->call_lock);
+}
+
+/* ---- test hook: the sanitizers' positive control ---------------------- */
+static char misuse_buf[64];
+/* through a volatile pointer: the compiler keeps every call, even the one
+ * on a freed block */
+static void *(*volatile misuse_memset)(void *, int, size_t) = memset;
+
+static void *misuse_race_thread(void *p)
+{
+    (void)p;
+    misuse_memset(misuse_buf, 1, sizeof(misuse_buf));
+    return NULL;
+}
+
+static void misuse_race_core(void *p)
+{
+    (void)p;
+    misuse_memset(misuse_buf, 2, sizeof(misuse_buf));
+}
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuse-after-free"   /* the point of it */
+static void misuse_use_after_free_core(void *p)
+{
+    (void)p;
+    char *block = malloc(sizeof(misuse_buf));
+    free(block);
+    misuse_memset(block, 3, sizeof(misuse_buf));
+}
+#pragma GCC diagnostic pop
+
+void sid_test_misuse_memory(sid_server *srv, int what)
+{
+    sid_core *core = &srv->core;
+    if (what == SID_MISUSE_RACE) {
+        /* the caller orders itself before both writes and after both
+         * (thread creation and join, sid_core_call), not one before the
+         * other */
+        pthread_t t;
+        if (pthread_create(&t, NULL, misuse_race_thread, NULL) == 0) {
+            sid_core_call(core, misuse_race_core, NULL);
+            pthread_join(t, NULL);
+        }
+    } else if (what == SID_MISUSE_USE_AFTER_FREE) {
+        sid_core_call(core, misuse_use_after_free_core, NULL);
+    }
 }

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sid_internal.h"
@@ -180,7 +181,7 @@ static void iface_async_complete(QXLInstance *qin, uint64_t cookie)
     sid_server *srv = d->srv;
     int64_t now = sid_monotonic_ns();
 
-    g_mutex_lock(&srv->lock);
+    pthread_mutex_lock(&srv->lock);
     if (cookie != 0 && cookie == d->pending_cookie) {
         int64_t latency = now - d->pending_since_ns;
         /* logged before waiters wake up (lock order: srv->lock, log->lock) */
@@ -189,13 +190,13 @@ static void iface_async_complete(QXLInstance *qin, uint64_t cookie)
         d->pending_cookie = 0;
         g_hash_table_add(d->completed, g_memdup2(&cookie, sizeof(cookie)));
         rewrite_buffer(d);
-        g_cond_broadcast(&srv->cond);
-        g_mutex_unlock(&srv->lock);
+        pthread_cond_broadcast(&srv->cond);
+        pthread_mutex_unlock(&srv->lock);
         return;
     }
     bool repeated = g_hash_table_contains(d->completed, &cookie);
     uint64_t pending = d->pending_cookie;
-    g_mutex_unlock(&srv->lock);
+    pthread_mutex_unlock(&srv->lock);
     sid_log_add(&srv->log, SID_EV_FATAL, d->id, cookie, 0, 0, 0, 0,
                 "async_complete with %s cookie 0x%016llx (outstanding: 0x%016llx);"
                 " QEMU would crash", repeated ? "repeated" :
@@ -302,9 +303,9 @@ static gboolean warn_timer_cb(gpointer p)
 {
     sid_display *d = p;
     sid_server *srv = d->srv;
-    g_mutex_lock(&srv->lock);
+    pthread_mutex_lock(&srv->lock);
     uint64_t pending = d->pending_cookie;
-    g_mutex_unlock(&srv->lock);
+    pthread_mutex_unlock(&srv->lock);
     if (pending) {
         sid_log_add(&srv->log, SID_EV_WARNING, d->id, pending, 0, 0, 0, 0,
                     "spice: no gl-draw-done within one second");
@@ -329,16 +330,16 @@ static void do_draw(void *p)
         a->ret = SID_ERR_NO_SCANOUT;
         return;
     }
-    g_mutex_lock(&srv->lock);
+    pthread_mutex_lock(&srv->lock);
     if (d->pending_cookie) {
-        g_mutex_unlock(&srv->lock);
+        pthread_mutex_unlock(&srv->lock);
         a->ret = SID_ERR_BUSY;
         return;
     }
     uint64_t cookie = COOKIE_TAG | ((uint64_t)d->id << 40) | ++d->next_seq;
     d->pending_cookie = cookie;
     d->pending_since_ns = sid_monotonic_ns();
-    g_mutex_unlock(&srv->lock);
+    pthread_mutex_unlock(&srv->lock);
 
     sid_log_add(&srv->log, SID_EV_DRAW, d->id, cookie, a->x, a->y, a->w, a->h,
                 "gl_draw_async %u,%u %ux%u", a->x, a->y, a->w, a->h);
@@ -476,9 +477,9 @@ static int scanout_guest_buffer(sid_display *d, const guest_buffer *g,
                 "%s %ux%u stride=%u fourcc=0x%08x y0_top=%d",
                 buf->scanout2 ? "gl_scanout2" : "gl_scanout", buf->width,
                 buf->height, buf->strides[0], buf->fourcc, buf->y0_top);
-    g_mutex_lock(&d->srv->lock);
+    pthread_mutex_lock(&d->srv->lock);
     keep_buffer(d, guest[0]);
-    g_mutex_unlock(&d->srv->lock);
+    pthread_mutex_unlock(&d->srv->lock);
     for (uint32_t i = 0; i < buf->num_planes; i++) {
         buf->fds[i] = -1;   /* owned by spice-server now */
     }
@@ -566,9 +567,16 @@ int sid_display_wait_draw(sid_server *srv, int display, uint64_t cookie,
     if (!d) {
         return SID_ERR_ARG;
     }
-    gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+    if (deadline.tv_nsec >= 1000000000) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000;
+    }
     int ret;
-    g_mutex_lock(&srv->lock);
+    pthread_mutex_lock(&srv->lock);
     for (;;) {
         if (g_hash_table_contains(d->completed, &cookie)) {
             ret = SID_OK;
@@ -582,13 +590,13 @@ int sid_display_wait_draw(sid_server *srv, int display, uint64_t cookie,
             ret = SID_ERR_STOPPED;
             break;
         }
-        if (!g_cond_wait_until(&srv->cond, &srv->lock, deadline)) {
+        if (pthread_cond_timedwait(&srv->cond, &srv->lock, &deadline) == ETIMEDOUT) {
             ret = g_hash_table_contains(d->completed, &cookie) ? SID_OK
                                                                : SID_ERR_TIMEOUT;
             break;
         }
     }
-    g_mutex_unlock(&srv->lock);
+    pthread_mutex_unlock(&srv->lock);
     return ret;
 }
 
@@ -598,9 +606,9 @@ bool sid_display_draw_pending(sid_server *srv, int display)
     if (!d) {
         return false;
     }
-    g_mutex_lock(&srv->lock);
+    pthread_mutex_lock(&srv->lock);
     bool pending = d->pending_cookie != 0;
-    g_mutex_unlock(&srv->lock);
+    pthread_mutex_unlock(&srv->lock);
     return pending;
 }
 
@@ -625,10 +633,10 @@ int sid_display_rewrite_on_complete(sid_server *srv, int display,
         sid_set_err(err, errlen, "rewrite_on_complete: no data");
         return SID_ERR_ARG;
     }
-    g_mutex_lock(&srv->lock);
+    pthread_mutex_lock(&srv->lock);
     g_free(d->rewrite);
     d->rewrite = g_memdup2(data, len);
     d->rewrite_len = len;
-    g_mutex_unlock(&srv->lock);
+    pthread_mutex_unlock(&srv->lock);
     return SID_OK;
 }

@@ -25,6 +25,7 @@
 #ifndef SID_INTERNAL_H
 #define SID_INTERNAL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <glib.h>
 #include <spice.h>
@@ -36,7 +37,7 @@
 
 /* ---- event log ---------------------------------------------------- */
 typedef struct sid_log {
-    GMutex lock;
+    pthread_mutex_t lock;       /* pthread: see sid_server.lock */
     GArray *events;             /* of sid_event */
     int fatal_count;
 } sid_log;
@@ -60,6 +61,8 @@ typedef struct sid_core {
     GMainLoop *loop;
     GThread *thread;
     sid_log *log;
+    pthread_mutex_t call_lock;  /* sid_core_call's hand-off (sid_core.c) */
+    pthread_cond_t call_done;
 } sid_core;
 
 int sid_core_start(sid_core *core, sid_log *log);
@@ -128,8 +131,11 @@ struct sid_server {
     sid_display displays[SID_MAX_DISPLAYS];
     SpiceMigrateInstance migrate; /* QEMU's spice_migrate */
     bool running;               /* spice_server_vm_start called */
-    GMutex lock;                /* draw state of all displays */
-    GCond cond;                 /* signalled on every draw completion */
+    /* pthread, not GMutex, in all of the shim: TSan sees pthread locks and
+     * so what they order (a completion on spice's thread before the next
+     * draw on the core thread, as QEMU's bottom half), not GLib's futexes */
+    pthread_mutex_t lock;       /* draw state of all displays */
+    pthread_cond_t cond;        /* signalled on every draw completion */
     bool stopping;
 };
 

@@ -27,7 +27,7 @@ int64_t sid_monotonic_ns(void)
 
 void sid_log_init(sid_log *log)
 {
-    g_mutex_init(&log->lock);
+    pthread_mutex_init(&log->lock, NULL);
     log->events = g_array_new(FALSE, TRUE, sizeof(sid_event));
     log->fatal_count = 0;
 }
@@ -38,7 +38,7 @@ void sid_log_clear(sid_log *log)
         g_array_free(log->events, TRUE);
         log->events = NULL;
     }
-    g_mutex_clear(&log->lock);
+    pthread_mutex_destroy(&log->lock);
 }
 
 void sid_log_add(sid_log *log, int kind, int display, uint64_t cookie,
@@ -60,7 +60,7 @@ void sid_log_add(sid_log *log, int kind, int display, uint64_t cookie,
         vsnprintf(ev.text, sizeof(ev.text), fmt, ap);
         va_end(ap);
     }
-    g_mutex_lock(&log->lock);
+    pthread_mutex_lock(&log->lock);
     /* stamped under the lock: the log's order is the order of its times,
      * whichever threads (QEMU's, the worker) add events at once */
     ev.t_ns = sid_monotonic_ns();
@@ -68,7 +68,7 @@ void sid_log_add(sid_log *log, int kind, int display, uint64_t cookie,
     if (kind == SID_EV_FATAL) {
         log->fatal_count++;
     }
-    g_mutex_unlock(&log->lock);
+    pthread_mutex_unlock(&log->lock);
     if (kind == SID_EV_WARNING || kind == SID_EV_FATAL) {
         /* QEMU prints these on stderr too */
         fprintf(stderr, "sid-shim: %s: %s\n",
@@ -78,29 +78,29 @@ void sid_log_add(sid_log *log, int kind, int display, uint64_t cookie,
 
 size_t sid_log_len(sid_log *log)
 {
-    g_mutex_lock(&log->lock);
+    pthread_mutex_lock(&log->lock);
     size_t n = log->events->len;
-    g_mutex_unlock(&log->lock);
+    pthread_mutex_unlock(&log->lock);
     return n;
 }
 
 int sid_log_copy(sid_log *log, size_t index, sid_event *out)
 {
     int ret = SID_ERR_ARG;
-    g_mutex_lock(&log->lock);
+    pthread_mutex_lock(&log->lock);
     if (index < log->events->len) {
         *out = g_array_index(log->events, sid_event, index);
         ret = SID_OK;
     }
-    g_mutex_unlock(&log->lock);
+    pthread_mutex_unlock(&log->lock);
     return ret;
 }
 
 int sid_log_fatal_count(sid_log *log)
 {
-    g_mutex_lock(&log->lock);
+    pthread_mutex_lock(&log->lock);
     int n = log->fatal_count;
-    g_mutex_unlock(&log->lock);
+    pthread_mutex_unlock(&log->lock);
     return n;
 }
 

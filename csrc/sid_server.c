@@ -18,7 +18,7 @@
 
 #include "sid_internal.h"
 
-static GMutex live_lock;
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
 static sid_server *live_server;   /* one spice server per process, as QEMU */
 
 /* A free loopback port: bind port 0, read it back, release it.  QEMU is
@@ -148,6 +148,10 @@ static void do_start(void *p)
             a->ret = SID_ERR_SPICE;
             return;
         }
+        /* qemu_spice_create_host_memslot(): QXL_SYNC, so the worker has
+         * started and answered before a client can link */
+        QXLDevMemSlot memslot = { .slot_group_id = 0, .virt_end = ~0ULL };
+        spice_qxl_add_memslot(&srv->displays[i].qxl, &memslot);
     }
     /* the VM is running: qemu_spice_display_start(); with -incoming only
      * once the migration is in (sid_server_set_running) */
@@ -181,19 +185,23 @@ static sid_server *server_new(const char *codecs, int n_displays,
                 codecs ? codecs : "(null)", n_displays, SID_MAX_DISPLAYS);
         return NULL;
     }
-    g_mutex_lock(&live_lock);
+    pthread_mutex_lock(&live_lock);
     if (live_server) {
-        g_mutex_unlock(&live_lock);
+        pthread_mutex_unlock(&live_lock);
         sid_set_err(err, errlen, "a shim server is already running in this process;"
                 " free it first (one spice server per process, as QEMU)");
         return NULL;
     }
     sid_server *srv = g_new0(sid_server, 1);
     live_server = srv;
-    g_mutex_unlock(&live_lock);
+    pthread_mutex_unlock(&live_lock);
 
-    g_mutex_init(&srv->lock);
-    g_cond_init(&srv->cond);
+    pthread_mutex_init(&srv->lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);   /* sid_display_wait_draw */
+    pthread_cond_init(&srv->cond, &attr);
+    pthread_condattr_destroy(&attr);
     sid_log_init(&srv->log);
     srv->n_displays = n_displays;
     for (int i = 0; i < n_displays; i++) {
@@ -270,10 +278,10 @@ void sid_server_free(sid_server *srv)
     if (!srv) {
         return;
     }
-    g_mutex_lock(&srv->lock);
+    pthread_mutex_lock(&srv->lock);
     srv->stopping = true;
-    g_cond_broadcast(&srv->cond);
-    g_mutex_unlock(&srv->lock);
+    pthread_cond_broadcast(&srv->cond);
+    pthread_mutex_unlock(&srv->lock);
     if (srv->core.thread) {
         sid_core_call(&srv->core, do_stop, srv);
         sid_core_stop(&srv->core);
@@ -283,13 +291,13 @@ void sid_server_free(sid_server *srv)
     }
     sid_core_set_current(NULL);
     sid_log_clear(&srv->log);
-    g_cond_clear(&srv->cond);
-    g_mutex_clear(&srv->lock);
-    g_mutex_lock(&live_lock);
+    pthread_cond_destroy(&srv->cond);
+    pthread_mutex_destroy(&srv->lock);
+    pthread_mutex_lock(&live_lock);
     if (live_server == srv) {
         live_server = NULL;
     }
-    g_mutex_unlock(&live_lock);
+    pthread_mutex_unlock(&live_lock);
     g_free(srv);
 }
 

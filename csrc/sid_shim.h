@@ -212,6 +212,14 @@ bool sid_display_draw_pending(sid_server *srv, int display);
 /* Test hook: call the QXLInterface.async_complete callback as
  * spice-server would, with any cookie (to exercise the fatal-error path). */
 void sid_test_async_complete(sid_server *srv, int display, uint64_t cookie);
+/* Test hook, the sanitizers' positive control (the shim is not built with
+ * them: the misuse goes through memset(), which their runtimes intercept).
+ * SID_MISUSE_RACE: QEMU's thread (the core thread) and a thread of its own
+ * write one buffer with nothing ordering the two (TSan: a data race).
+ * SID_MISUSE_USE_AFTER_FREE: QEMU's thread writes a freed block (ASan:
+ * heap-use-after-free, which aborts the process). */
+enum { SID_MISUSE_RACE = 1, SID_MISUSE_USE_AFTER_FREE = 2 };
+void sid_test_misuse_memory(sid_server *srv, int what);
 /* Test hook, the guest reusing its buffer: when the next draw on the
  * display completes, write `data` (len bytes) into the buffer of the
  * scanout that is current then, inside async_complete, before waiters

@@ -197,6 +197,10 @@ class Handlers:
             self.lib.sid_server_free(self.srv)
             self.srv = None
 
+    def rpc_misuse_memory(self, what: int) -> None:
+        """Test hook: the sanitizers' positive control (sid_shim.h)."""
+        self.lib.sid_test_misuse_memory(self.srv, what)
+
     def rpc_crash(self, signum: int) -> None:
         """Test hook: die by a signal, as a crashing spice-server would."""
         os.kill(os.getpid(), signum)

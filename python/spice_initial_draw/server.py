@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _rpc
-from ._abi import RAW_MAX_PLANES, FdKind, Status
+from ._abi import MISUSE_RACE, MISUSE_USE_AFTER_FREE, RAW_MAX_PLANES, FdKind, Status
 from .drm import DRM_FORMAT_MOD_INVALID, DRM_FORMAT_XRGB8888
 from .errors import DrawTimeout, ServerCrashed, ShimError, for_status
 from .events import CHANNEL_TYPE_DISPLAY, ChannelEvent, Event, EventKind
@@ -274,6 +274,14 @@ class Server:
             self._worker.call("crash", int(signum))
         except _rpc.WorkerDied:
             pass
+
+    def misuse_memory(self, what: str) -> None:
+        """Test hook, the sanitizers' positive control: "race" makes QEMU's
+        thread and another write one buffer unordered (TSan must report a
+        data race); "use-after-free" makes QEMU's thread write a freed block
+        (ASan must report it, and aborts the process: ServerCrashed)."""
+        kind = {"race": MISUSE_RACE, "use-after-free": MISUSE_USE_AFTER_FREE}[what]
+        self._call("misuse_memory", int(kind))
 
     def destroy(self) -> None:
         """QEMU's exit, spice's side of it: spice_server_vm_stop() and
