@@ -233,6 +233,10 @@ int sid_fatal_count(sid_server *srv);
 const char *sid_spice_library_path(void);
 uint32_t sid_spice_header_version(void);
 int64_t sid_monotonic_ns(void);
+/* The video codecs spice-server uses (spice_server_get_video_codecs, as
+ * "encoder:codec;..."), copied into buf (truncated to len - 1 bytes);
+ * returns the full length, or -1 before the server was started. */
+int sid_server_video_codecs(sid_server *srv, char *buf, size_t len);
 /* CDEF-END */
 
 #endif

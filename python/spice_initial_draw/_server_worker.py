@@ -119,6 +119,13 @@ class Handlers:
         self._check(self.lib.sid_display_update(self.srv, display, self.err,
                                                 len(self.err)), "update")
 
+    def rpc_video_codecs(self) -> str:
+        buf = self.ffi.new("char[]", 1024)
+        n = self.lib.sid_server_video_codecs(self.srv, buf, len(buf))
+        if n < 0:
+            raise RuntimeError("video_codecs: the server is not started")
+        return str(self.ffi.string(buf).decode())
+
     def rpc_tls_port(self) -> int:
         return int(self.lib.sid_server_tls_port(self.srv))
 
