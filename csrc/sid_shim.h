@@ -173,6 +173,13 @@ int sid_display_scanout2(sid_server *srv, int display,
                          uint32_t num_planes, uint32_t fourcc,
                          uint64_t modifier, bool y0_top, bool separate_fds,
                          char *err, size_t errlen);
+/* QEMU's scanout disable, as QEMU makes it: with qemu_10_1 false,
+ * qemu_spice_gl_scanout_disable before 10.1, spice_qxl_gl_scanout(-1, 0, 0,
+ * 0, 0, false); true, QEMU 10.1's spice_server_gl_scanout(NULL, 0, 0, NULL,
+ * NULL, 0, DRM_FORMAT_INVALID, DRM_FORMAT_MOD_INVALID, false), which is
+ * spice_qxl_gl_scanout2 with 0 planes and no arrays. */
+int sid_display_scanout_disable(sid_server *srv, int display, bool qemu_10_1,
+                                char *err, size_t errlen);
 /* Raw scanout: the fields exactly as a (buggy or hostile) device model
  * could pass them, for the bad-input tests.  Each of the `n` plane slots
  * (n <= SID_RAW_MAX_PLANES) gets a file descriptor of kind fd_kinds[i]:

@@ -155,6 +155,10 @@ class Handlers:
             n, fourcc, modifier, int(y0_top), int(separate_fds),
             self.err, len(self.err)), "scanout2")
 
+    def rpc_scanout_disable(self, display: int, qemu_10_1: bool) -> None:
+        self._check(self.lib.sid_display_scanout_disable(
+            self.srv, display, int(qemu_10_1), self.err, len(self.err)), "scanout_disable")
+
     def rpc_scanout_raw(self, display: int, use_scanout2: bool, data: bytes,
                         memfd_size: int, fd_kinds: list[int],
                         raw_fds: list[int], offsets: list[int],

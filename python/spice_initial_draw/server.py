@@ -432,6 +432,14 @@ class Display:
                           y0_top, separate_fds)
         self.width, self.height = width, height
 
+    def scanout_disable(self, qemu_10_1: bool = False) -> None:
+        """QEMU disables the scanout, as QEMU calls spice: before 10.1,
+        spice_qxl_gl_scanout with fd -1 and 0x0; QEMU 10.1 (qemu_10_1),
+        spice_qxl_gl_scanout2 with 0 planes, NULL arrays, 0x0,
+        DRM_FORMAT_INVALID and DRM_FORMAT_MOD_INVALID."""
+        self.server._call("scanout_disable", self.index, qemu_10_1)
+        self.width = self.height = 0
+
     def scanout_raw(self, *, width: int, height: int, stride: int,
                     fourcc: int = DRM_FORMAT_XRGB8888,
                     fd: "int | str" = "memfd", memfd_size: int | None = None,
