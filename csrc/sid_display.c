@@ -26,6 +26,7 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+#include <drm/drm_fourcc.h>
 
 #include "sid_internal.h"
 
@@ -279,7 +280,10 @@ static void do_scanout(void *p)
     scanout_args *a = p;
     sid_display *d = a->d;
     const sid_dmabuf *b = a->buf;
-    if (b->scanout2) {
+    if (b->scanout2 && b->no_arrays) {
+        spice_qxl_gl_scanout2(&d->qxl, NULL, b->width, b->height, NULL, NULL,
+                              b->num_planes, b->fourcc, b->modifier, b->y0_top);
+    } else if (b->scanout2) {
         spice_qxl_gl_scanout2(&d->qxl, b->fds, b->width, b->height, b->offsets,
                               b->strides, b->num_planes, b->fourcc, b->modifier,
                               b->y0_top);
@@ -538,6 +542,26 @@ int sid_display_scanout2(sid_server *srv, int display,
         buf.strides[i] = strides[i];
     }
     return scanout_guest_buffer(d, &g, &buf, err, errlen);
+}
+
+int sid_display_scanout_disable(sid_server *srv, int display, bool qemu_10_1,
+                                char *err, size_t errlen)
+{
+    sid_display *d = sid_display_get(srv, display, err, errlen);
+    if (!d) {
+        return SID_ERR_ARG;
+    }
+    sid_dmabuf buf = { .num_planes = 0, .fourcc = 0 /* DRM_FORMAT_INVALID */,
+                       .modifier = DRM_FORMAT_MOD_INVALID, .scanout2 = qemu_10_1,
+                       .no_arrays = qemu_10_1 };
+    for (int i = 0; i < SID_RAW_MAX_PLANES; i++) {
+        buf.fds[i] = -1;
+    }
+    sid_display_do_scanout(d, &buf);
+    sid_log_add(&d->srv->log, SID_EV_SCANOUT, d->id, 0, 0, 0, 0, 0,
+                "scanout disable (%s)", qemu_10_1 ?
+                "QEMU 10.1: gl_scanout2, 0 planes, no arrays" : "gl_scanout, fd -1, 0x0");
+    return SID_OK;
 }
 
 int sid_display_draw(sid_server *srv, int display,

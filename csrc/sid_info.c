@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #endif
 #include <dlfcn.h>
+#include <string.h>
 
 #include "sid_internal.h"
 
@@ -18,4 +19,18 @@ const char *sid_spice_library_path(void)
 uint32_t sid_spice_header_version(void)
 {
     return SPICE_SERVER_VERSION;
+}
+
+int sid_server_video_codecs(sid_server *srv, char *buf, size_t len)
+{
+    if (!srv || !srv->spice) {
+        return -1;
+    }
+    const char *codecs = spice_server_get_video_codecs(srv->spice);
+    int n = (int)strlen(codecs);
+    if (len > 0) {
+        g_strlcpy(buf, codecs, len);
+    }
+    spice_server_free_video_codecs(srv->spice, codecs);
+    return n;
 }

@@ -112,6 +112,7 @@ typedef struct sid_dmabuf {
     uint64_t modifier;
     bool y0_top;
     bool scanout2;              /* spice_qxl_gl_scanout2, else plane 0 only */
+    bool no_arrays;             /* scanout2 with NULL fds, offsets, strides */
 } sid_dmabuf;
 
 /* From any thread, run on the core thread: scan out buf (spice owns the fds

@@ -173,6 +173,13 @@ int sid_display_scanout2(sid_server *srv, int display,
                          uint32_t num_planes, uint32_t fourcc,
                          uint64_t modifier, bool y0_top, bool separate_fds,
                          char *err, size_t errlen);
+/* QEMU's scanout disable, as QEMU makes it: with qemu_10_1 false,
+ * qemu_spice_gl_scanout_disable before 10.1, spice_qxl_gl_scanout(-1, 0, 0,
+ * 0, 0, false); true, QEMU 10.1's spice_server_gl_scanout(NULL, 0, 0, NULL,
+ * NULL, 0, DRM_FORMAT_INVALID, DRM_FORMAT_MOD_INVALID, false), which is
+ * spice_qxl_gl_scanout2 with 0 planes and no arrays. */
+int sid_display_scanout_disable(sid_server *srv, int display, bool qemu_10_1,
+                                char *err, size_t errlen);
 /* Raw scanout: the fields exactly as a (buggy or hostile) device model
  * could pass them, for the bad-input tests.  Each of the `n` plane slots
  * (n <= SID_RAW_MAX_PLANES) gets a file descriptor of kind fd_kinds[i]:
@@ -241,6 +248,10 @@ int sid_fatal_count(sid_server *srv);
 const char *sid_spice_library_path(void);
 uint32_t sid_spice_header_version(void);
 int64_t sid_monotonic_ns(void);
+/* The video codecs spice-server uses (spice_server_get_video_codecs, as
+ * "encoder:codec;..."), copied into buf (truncated to len - 1 bytes);
+ * returns the full length, or -1 before the server was started. */
+int sid_server_video_codecs(sid_server *srv, char *buf, size_t len);
 /* CDEF-END */
 
 #endif

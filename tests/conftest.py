@@ -28,6 +28,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from spice_initial_draw import Client, Server
+from spice_initial_draw.errors import ServerCrashed
 from spice_initial_draw.events import EventKind
 from spice_initial_draw.testing import CORE_VARIANT, VARIANTS
 from spice_initial_draw.testing.assertions import stream_evidence
@@ -132,6 +133,9 @@ def variant(request: pytest.FixtureRequest) -> str:
 
 # the servers and clients a test made with the fixtures below, by server
 WATCHED = pytest.StashKey[dict[Server, list[Client]]]()
+# whether the test's call passed (its teardown then judges how its
+# processes ended; a failed or xfailed call already has its verdict)
+CALL_PASSED = pytest.StashKey[bool]()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -141,6 +145,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     about the stream (spice-server's warnings, draws and completions, the
     clients' stream creates, late frames and warnings)."""
     rep = yield
+    if rep.when == "call":
+        item.stash[CALL_PASSED] = rep.passed
     if rep.when == "call" and rep.failed:
         for srv, clients in item.stash.get(WATCHED, {}).items():
             try:
@@ -151,10 +157,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     return rep
 
 
+def ended_badly(request: pytest.FixtureRequest, what: str, problems: list[str]) -> None:
+    """Fail the test at teardown with `problems` (processes that died or
+    exited badly), unless its call already failed or xfailed: that verdict
+    stands, and its report carries the servers' output."""
+    if problems and request.node.stash.get(CALL_PASSED, False):
+        pytest.fail(f"{what}:\n" + "\n\n".join(problems), pytrace=False)
+
+
 @pytest.fixture
 def make_server(request: pytest.FixtureRequest) -> Iterator[Callable[..., Server]]:
-    """Factory of servers, closed at teardown; a fatal shim error (a
-    completion QEMU would crash on) fails the test."""
+    """Factory of servers, closed at teardown (after the clients: see
+    make_client); a fatal shim error (a completion QEMU would crash on)
+    fails the test, and so does a server process that died during or
+    after the test (a signal, a non-zero exit, a hang at close: its exit
+    status from close()), with its last output, unless the test declared
+    that death its expected outcome (Server.expect_death)."""
     servers: list[tuple[Server, bool]] = []
     watched = request.node.stash.setdefault(WATCHED, {})
 
@@ -166,15 +184,29 @@ def make_server(request: pytest.FixtureRequest) -> Iterator[Callable[..., Server
 
     yield make
     fatal = []
+    problems = []
     for srv, expect_fatal in servers:
         if srv.alive() and not expect_fatal:
-            fatal += [str(e) for e in srv.events(EventKind.FATAL)]
+            try:
+                fatal += [str(e) for e in srv.events(EventKind.FATAL)]
+            except ServerCrashed:   # it died just now: judged below
+                pass
         srv.close()
+        problem = srv.exit_problem()
+        if problem is not None and srv.death_expected is None:
+            problems.append(problem)
     assert not fatal, f"fatal shim errors: {fatal}"
+    ended_badly(request, "a server process died during or after the test", problems)
 
 
 @pytest.fixture
-def make_client(request: pytest.FixtureRequest) -> Iterator[Callable[..., Client]]:
+def make_client(request: pytest.FixtureRequest, make_server: Callable[..., Server]
+                ) -> Iterator[Callable[..., Client]]:
+    """Factory of clients, closed at teardown before the servers (it
+    depends on make_server, so it is torn down first: a server crash that
+    a client's disconnect causes is then seen by make_server); a client
+    process that died or exited with a non-zero status fails the test,
+    with its last output (one that vanish() killed is expected)."""
     clients: list[Client] = []
     watched = request.node.stash.setdefault(WATCHED, {})
 
@@ -185,8 +217,12 @@ def make_client(request: pytest.FixtureRequest) -> Iterator[Callable[..., Client
         return cli
 
     yield make
+    problems = []
     for cli in clients:
         cli.close()
+        if (problem := cli.exit_problem()) is not None:
+            problems.append(problem)
+    ended_badly(request, "a client process died during the test", problems)
 
 
 @pytest.fixture(scope="session")

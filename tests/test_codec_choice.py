@@ -8,7 +8,7 @@ import pytest
 
 from spice_initial_draw import patterns
 from spice_initial_draw.errors import DrawTimeout
-from spice_initial_draw.testing import FRAME_TIMEOUT, NO_FRAME_WINDOW
+from spice_initial_draw.testing import FRAME_TIMEOUT, INITIAL_FRAME_WINDOW, NO_FRAME_WINDOW
 from spice_initial_draw.testing.assertions import wait_shows
 from spice_initial_draw.testing.expect import (
     per_variant,
@@ -55,7 +55,7 @@ def test_idle_picture_shown_with_a_spice_codec_first(make_server, make_client,
     d.draw().wait(FRAME_TIMEOUT)
     cli = make_client(srv, None)
     cli.wait_ready()
-    shows_initial_frame_or_nothing(cli, image, variant, FRAME_TIMEOUT, NO_FRAME_WINDOW)
+    shows_initial_frame_or_nothing(cli, image, variant, INITIAL_FRAME_WINDOW, NO_FRAME_WINDOW)
 
 
 @pytest.mark.stock_defect("the draw is never completed",

@@ -23,6 +23,7 @@ from spice_initial_draw.testing.assertions import (
 )
 from spice_initial_draw.testing.expect import (
     dropped_draw_is_sent_again,
+    ends_on_the_last_draw,
     frame_of_the_draw_decoded,
     shows_the_draw,
 )
@@ -144,4 +145,7 @@ def test_dropped_draw_is_not_read_after_completion(request, make_server, make_cl
            f"{len(after)} read after completion")
     assert not after, (f"{len(after)} frame(s) show what the guest wrote after its "
                        f"draw completed: {after[:3]}\n" + stream_evidence(srv, [cli]))
+    ends_on_the_last_draw(ends_on_last, variant,
+                          f"the client's last frame is not the last of {len(drawn)} draws: "
+                          f"{pictures[-3:]}\n" + stream_evidence(srv, [cli]))
     assert not srv.fatal_errors()

@@ -20,7 +20,7 @@ import pytest
 from spice_initial_draw import Client, patterns
 from spice_initial_draw.events import EventKind
 from spice_initial_draw.patterns import DRM_FORMAT_XRGB8888
-from spice_initial_draw.testing import FRAME_TIMEOUT, NO_FRAME_WINDOW
+from spice_initial_draw.testing import FRAME_TIMEOUT, INITIAL_FRAME_WINDOW, NO_FRAME_WINDOW
 from spice_initial_draw.testing.expect import (
     gets_initial_frame_or_nothing,
     gl_client_told_of_gl_stream,
@@ -108,7 +108,7 @@ def test_gl_and_remote_style_client_on_one_socket(make_server, gl_clients,
     plain = Client.for_server(srv, "mjpeg", gl=False)
     try:
         plain.wait_ready()
-        gets_initial_frame_or_nothing(plain, variant, FRAME_TIMEOUT, NO_FRAME_WINDOW)
+        gets_initial_frame_or_nothing(plain, variant, INITIAL_FRAME_WINDOW, NO_FRAME_WINDOW)
         assert not plain.gl_scanouts()
     finally:
         plain.close()

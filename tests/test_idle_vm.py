@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from spice_initial_draw import patterns
-from spice_initial_draw.testing import FRAME_TIMEOUT, NO_FRAME_WINDOW
+from spice_initial_draw.testing import FRAME_TIMEOUT, INITIAL_FRAME_WINDOW, NO_FRAME_WINDOW
 from spice_initial_draw.testing.assertions import wait_shows
 from spice_initial_draw.testing.expect import shows_initial_frame_or_nothing
 
@@ -27,7 +27,7 @@ def test_first_client_of_idle_vm(make_server, make_client, variant, codec):
     srv, _, image = idle_vm(make_server, variant, codec)
     cli = make_client(srv, codec)
     cli.wait_ready()
-    shows_initial_frame_or_nothing(cli, image, variant, FRAME_TIMEOUT, NO_FRAME_WINDOW)
+    shows_initial_frame_or_nothing(cli, image, variant, INITIAL_FRAME_WINDOW, NO_FRAME_WINDOW)
 
 
 @pytest.mark.parametrize("codec", CODECS)
@@ -44,6 +44,6 @@ def test_second_client_of_idle_vm(make_server, make_client, variant, codec):
     # the VM is idle now; a second client connects
     second = make_client(srv, codec)
     second.wait_ready()
-    shows_initial_frame_or_nothing(second, image, variant, FRAME_TIMEOUT, NO_FRAME_WINDOW)
+    shows_initial_frame_or_nothing(second, image, variant, INITIAL_FRAME_WINDOW, NO_FRAME_WINDOW)
     # the first client is still fine
     wait_shows(first, image)

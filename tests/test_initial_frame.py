@@ -26,11 +26,18 @@ from spice_initial_draw import Client, patterns
 from spice_initial_draw.errors import ClientError, ServerCrashed
 from spice_initial_draw.events import EventKind
 from spice_initial_draw.patterns import Image
-from spice_initial_draw.testing import FRAME_TIMEOUT, NO_FRAME_WINDOW, VIDEO_CODECS
-from spice_initial_draw.testing.assertions import connect_showing, wait_shows
+from spice_initial_draw.testing import (
+    FRAME_TIMEOUT,
+    INITIAL_FRAME_WINDOW,
+    INITIAL_FRAMES_MAX,
+    NO_FRAME_WINDOW,
+    VIDEO_CODECS,
+)
+from spice_initial_draw.testing.assertions import connect_showing, stream_evidence, wait_shows
 from spice_initial_draw.testing.expect import (
     every_connect_gets_an_initial_frame,
     newcomers_got_initial_frames,
+    per_variant,
     shows_initial_frame_or_nothing,
     shows_scanout_at_its_size_or_nothing,
 )
@@ -67,7 +74,7 @@ def initial_frame_expected(cli: Client, srv, image: Image, codec: str,
     Stock: nothing within NO_FRAME_WINDOW (the defect)."""
     n_draws = len(srv.events(EventKind.DRAW))
     ready = cli.wait_ready()
-    shows_initial_frame_or_nothing(cli, image, variant, FRAME_TIMEOUT, NO_FRAME_WINDOW,
+    shows_initial_frame_or_nothing(cli, image, variant, INITIAL_FRAME_WINDOW, NO_FRAME_WINDOW,
                                    codec=codec, since=ready.t)
     # no guest draw happened meanwhile, and nothing was completed for it
     assert len(srv.events(EventKind.DRAW)) == n_draws
@@ -129,6 +136,44 @@ def test_initial_frame_is_the_current_scanout(make_server, make_client,
     initial_frame_expected(cli, srv, current, codec, variant)
 
 
+# new clients, one after the other, of the same VM that never draws: each
+# must show the picture at once (3, or 20 with --extended, per codec)
+CONNECTS, EXTENDED_CONNECTS = 3, 20
+# watched after the picture for more frames: the one idle refresh is due
+# ~100 ms after the guest's last draw
+QUIET_AFTER = 1.0
+
+
+@pytest.mark.core_series   # one client at a time: the initial frame itself
+@pytest.mark.parametrize("codec", VIDEO_CODECS)
+def test_initial_picture_without_any_draw_by_the_second_frame(
+        make_server, make_client, variant, codec, extended):
+    """The design's "at once": a new client of a VM that never draws shows
+    its picture by the initial frame or the one idle refresh (frame
+    INITIAL_FRAMES_MAX = 2 at most, dropped frames counted), within
+    INITIAL_FRAME_WINDOW of its display channel, and receives no more
+    than INITIAL_FRAMES_MAX frames in all (QUIET_AFTER s watched after
+    the picture); with no guest draw.  Stock: nothing (once: its answer
+    does not change)."""
+    srv = make_server(codecs=f"gstreamer:{codec}", variant=variant)
+    image = patterns.quadrants(1280, 720)
+    srv.display(0).scanout(image)
+    runs = per_variant(variant, patched=EXTENDED_CONNECTS if extended else CONNECTS,
+                       stock=1)
+    for run in range(runs):
+        cli = make_client(srv, codec)
+        shows_initial_frame_or_nothing(cli, image, variant, INITIAL_FRAME_WINDOW,
+                                       NO_FRAME_WINDOW, srv, codec=codec)
+        time.sleep(QUIET_AFTER)
+        assert cli.frames_arrived() <= INITIAL_FRAMES_MAX, (
+            f"connect {run + 1} of {runs}: {cli.frames_arrived()} frames with no guest "
+            f"draw; the design sends the initial frame and at most one refresh\n"
+            + stream_evidence(srv, [cli]))
+        cli.close()
+    assert not srv.events(EventKind.DRAW)
+    assert not srv.events(EventKind.DRAW_DONE)
+
+
 # -- point 2 -------------------------------------------------------------
 @pytest.mark.parametrize("codec", ["mjpeg", "h264"])
 @pytest.mark.stock_defect("a client connecting while a stream "
@@ -153,7 +198,8 @@ def test_only_the_new_client_gets_the_initial_frame(make_server, make_client,
     image = patterns.quadrants(1280, 720)
     d.scanout(image)
     a = make_client(srv, codec)
-    # set-up: stock does not send again a frame the client dropped as late
+    # set-up, not the verdict: stock does not send again a frame the client
+    # dropped as late, so a guest keeps drawing there
     connect_showing(srv, a, image, draws=5)
     time.sleep(0.5)                    # late frames of the draws
     n_a = a.frames_received()
@@ -163,12 +209,12 @@ def test_only_the_new_client_gets_the_initial_frame(make_server, make_client,
     # FRAME_TIMEOUT and 10 s as before)
     b = make_client(srv, codec)
     b.wait_ready()
-    shows_initial_frame_or_nothing(b, image, variant, FRAME_TIMEOUT, NO_FRAME_WINDOW)
+    shows_initial_frame_or_nothing(b, image, variant, INITIAL_FRAME_WINDOW, NO_FRAME_WINDOW)
     time.sleep(0.5)
     n_b = b.frames_received()
     c = make_client(srv, codec)
     c.wait_ready()
-    shows_initial_frame_or_nothing(c, image, variant, FRAME_TIMEOUT, NO_FRAME_WINDOW)
+    shows_initial_frame_or_nothing(c, image, variant, INITIAL_FRAME_WINDOW, NO_FRAME_WINDOW)
     n_c = c.frames_received()
     time.sleep(NO_FRAME_WINDOW)        # the stated window
     got = {"A": a.frames_received() - n_a, "B": b.frames_received() - n_b,

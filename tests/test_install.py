@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 TOP = Path(os.environ.get("SID_TOP", Path(__file__).resolve().parents[1]))
 STOCK_LIBRARY = TOP / "build/stock/subprojects/spice-0.16.0/server/libspice-server.so.1"
+PATCHED_LIBRARY = TOP / "build/patched/subprojects/spice-0.16.0/server/libspice-server.so.1"
 
 # Built the way QEMU's configure finds spice: pkg-config spice-server.
 PROGRAM = r"""
@@ -49,6 +51,25 @@ def dynamic_exports(library: Path) -> set[str]:
 def soname(library: Path) -> str:
     out = subprocess.run(["readelf", "-d", str(library)], check=True, capture_output=True, text=True).stdout
     return next(line.split("[")[1].rstrip("]") for line in out.splitlines() if "(SONAME)" in line)
+
+
+def messages(library: Path) -> set[bytes]:
+    """The library's messages: printable strings of 12 bytes or more with
+    a space, but no source path or line (those differ between build
+    directories)."""
+    return {s for s in re.findall(rb"[\x20-\x7e]{12,}", library.read_bytes())
+            if b" " in s and b"subprojects" not in s
+            and not re.search(rb"\.(c|cpp|h):\d", s)}
+
+
+def test_installed_library_is_the_patched_one(prefix: Path) -> None:
+    """The installed library has every message the patched build has and
+    stock lacks (the series' warnings and debug lines, 19 at 3e0ddc4: none
+    of them can come from stock 0.16.0)."""
+    series_only = messages(PATCHED_LIBRARY) - messages(STOCK_LIBRARY)
+    assert len(series_only) >= 5, f"the patched build differs from stock by {series_only}"
+    missing = series_only - messages(prefix / "lib/libspice-server.so.1")
+    assert not missing, f"the installed library lacks the series' strings {sorted(missing)[:5]}"
 
 
 def test_install_puts_library_headers_and_pc_file(prefix: Path) -> None:

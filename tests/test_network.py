@@ -14,7 +14,12 @@ import pytest
 
 from spice_initial_draw import Client, patterns
 from spice_initial_draw.netshape import CHUNK, PROFILES, ShapingProxy
-from spice_initial_draw.testing import FRAME_TIMEOUT, NO_FRAME_WINDOW, VIDEO_CODECS
+from spice_initial_draw.testing import (
+    FRAME_TIMEOUT,
+    NO_FRAME_WINDOW,
+    SHAPED_INITIAL_FRAME_WINDOW,
+    VIDEO_CODECS,
+)
 from spice_initial_draw.testing.expect import shows_initial_frame_or_nothing, shows_the_draw
 
 # the poor profile moves a 1080p frame in seconds, not milliseconds
@@ -128,7 +133,8 @@ def test_initial_frame_and_next_draw_over_the_link(make_server, variant, name, c
     with ShapingProxy(PROFILES[name], srv.port, lifetime=300) as proxy:
         with Client("127.0.0.1", proxy.port, codec) as cli:
             cli.wait_ready(TIMEOUT)
-            shows_initial_frame_or_nothing(cli, image, variant, TIMEOUT, NO_FRAME_WINDOW, srv)
+            shows_initial_frame_or_nothing(cli, image, variant, SHAPED_INITIAL_FRAME_WINDOW,
+                                           NO_FRAME_WINDOW, srv)
             # a guest draw after connect is shown too, and is the last picture
             after = patterns.quadrants(1920, 1080, colours=(
                 patterns.WHITE, patterns.RED, patterns.GREEN, patterns.BLUE))

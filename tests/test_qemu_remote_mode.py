@@ -9,7 +9,7 @@ import time
 import pytest
 
 from spice_initial_draw import QEMU_10_1_REMOTE, Client, EventKind, patterns
-from spice_initial_draw.testing import FRAME_TIMEOUT
+from spice_initial_draw.testing import FRAME_TIMEOUT, INITIAL_FRAME_WINDOW
 from spice_initial_draw.testing.expect import shows_initial_frame_or_nothing
 
 W, H = 1280, 720
@@ -19,9 +19,12 @@ def draws(srv):
     return srv.events(EventKind.DRAW)
 
 
-def test_default_codec_is_h264(make_server):
-    srv = make_server(qemu=QEMU_10_1_REMOTE)
-    assert srv.codecs == "gstreamer:h264"
+def test_default_codec_is_h264(make_server, variant):
+    """What spice-server itself reports it uses (spice_server_get_video_codecs)
+    in the shim's QEMU 10.1 remote mode with no codec given: QEMU 10.1's
+    gstreamer:h264, and nothing else."""
+    srv = make_server(qemu=QEMU_10_1_REMOTE, variant=variant)
+    assert srv.video_codecs() == "gstreamer:h264"
 
 
 def test_updates_within_a_tick_make_one_draw(make_server, variant):
@@ -42,7 +45,10 @@ def test_updates_within_a_tick_make_one_draw(make_server, variant):
 @pytest.mark.parametrize("rate", [10, 30])
 def test_draws_at_most_max_refresh_rate(make_server, make_client, variant, rate):
     """Updates every 5 ms for 2 s, a client connected: no more draws than
-    ticks, each completed before the next."""
+    ticks, each completed before the next, and at least half as many as
+    ticks (each tick has updates pending; a draw of 1280x720 completes
+    well within a tick, so only a tick that falls while one is
+    outstanding is skipped)."""
     srv = make_server(qemu=QEMU_10_1_REMOTE, variant=variant, max_refresh_rate=rate)
     d = srv.display(0)
     d.scanout(patterns.quadrants(W, H))
@@ -54,7 +60,8 @@ def test_draws_at_most_max_refresh_rate(make_server, make_client, variant, rate)
         time.sleep(0.005)
     time.sleep(0.5)
     n = len(draws(srv))
-    assert 1 <= n <= 2.0 * rate + 2, f"{n} draws in 2 s at max-refresh-rate {rate}"
+    print(f"{variant}: {n} draws in 2 s at max-refresh-rate {rate}")
+    assert rate <= n <= 2.0 * rate + 2, f"{n} draws in 2 s at max-refresh-rate {rate}"
     t = [e.t_ns for e in draws(srv)]
     assert all(b - a >= 0.8e9 / rate for a, b in zip(t, t[1:])), "two draws within a tick"
     assert len(srv.events(EventKind.DRAW_DONE)) == n
@@ -70,7 +77,6 @@ def test_idle_vm_gets_no_draw_on_connect_and_patched_shows_it(make_server, varia
     d.wait_draw(1, FRAME_TIMEOUT)
     with Client.for_server(srv) as cli:   # h264
         cli.wait_ready()
-        # a frame, then the picture, within FRAME_TIMEOUT / 2 each: shown
-        # within FRAME_TIMEOUT
-        shows_initial_frame_or_nothing(cli, image, variant, FRAME_TIMEOUT, 3.0)
+        # at once: by the initial frame or one refresh, in INITIAL_FRAME_WINDOW
+        shows_initial_frame_or_nothing(cli, image, variant, INITIAL_FRAME_WINDOW, 3.0)
         assert len(draws(srv)) == 1, "QEMU 10.1 does not draw on connect"

@@ -204,6 +204,7 @@ def test_event_log_is_monotonic_and_sees_clients(make_server, make_client,
 
 def test_crash_is_reported_with_signal(make_server):
     srv = make_server(codecs="gstreamer:mjpeg", variant="patched")
+    srv.expect_death("the test kills it")
     srv.crash(signal.SIGSEGV)
     with pytest.raises(ServerCrashed) as info:
         srv.display(0).scanout(patterns.quadrants(64, 64))

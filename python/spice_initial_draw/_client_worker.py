@@ -16,6 +16,11 @@ What is observable, and how:
    event "stream-destroy"; "stream-stats" follows when it had frames).
  - a stream frame = a display-invalidate after a stream was created on that
    channel (spice-gtk invalidates the stream's rectangle per decoded frame).
+   Each stream frame the channel received is numbered from 1 on (its
+   `index`): a decoded one in its display-invalidate event, one spice-gtk
+   dropped as late ("dropping a late MJPEG frame", "rendering too late ...
+   dropping") in its "stream-late" event; so a test can tell which frame
+   made a picture appear (1: the session's first frame).
  - GL (local) clients: connect(unix_path=..., gl=True) sets the session's
    "unix-path" and "gl-scanout"; the display channel's "gl-scanout"
    property change is the event "gl-scanout" (with the scanout's fd, size,
@@ -61,6 +66,10 @@ RE_STREAM = re.compile(r"display_handle_stream_create: id (\d+)")
 RE_ELEMENT = re.compile(r"new element was added to Gstreamer's pipeline \((\w+)\)")
 RE_STREAM_DESTROY = re.compile(r"display_handle_stream_destroy: id (\d+)")
 RE_STATS = re.compile(r"display_stream_stats_debug: id=(\d+) #in-frames=(\d+)")
+# spice-gtk dropped a frame it received, unshown (channel-display-gst.c,
+# channel-display-mjpeg.c); the pipeline's own drops: "dropped N frames"
+RE_DROPPED = re.compile(r"dropping a late MJPEG frame|too late by .*dropping")
+RE_PIPELINE_DROPPED = re.compile(r"GStreamer pipeline dropped (\d+) frames")
 
 
 @dataclass
@@ -143,6 +152,7 @@ class ClientState:
         self.events: list[tuple[int, str, int, dict[str, Any]]] = []
         self.primary: dict[int, dict[str, Any]] = {}
         self.streaming: dict[int, bool] = {}
+        self.received: dict[int, int] = {}   # stream frames received, by channel
         self.last_channel = 0
         self.channels: list[Any] = []
         self.all_channels = False   # connect cursor and inputs too
@@ -181,7 +191,13 @@ class ClientState:
             self.add("stream-stats", ch, stream_id=int(m.group(1)),
                      in_frames=int(m.group(2)), text=message)
         elif "too late" in message or "drop" in message:
-            self.add("stream-late", ch, text=message)
+            dropped = 1 if RE_DROPPED.search(message) else 0
+            if (m := RE_PIPELINE_DROPPED.search(message)):
+                dropped = int(m.group(1))
+            info: dict[str, Any] = {"text": message}
+            if dropped:
+                info["index"] = self.count_received(ch, dropped)
+            self.add("stream-late", ch, **info)
         if level & (GLib.LogLevelFlags.LEVEL_WARNING
                     | GLib.LogLevelFlags.LEVEL_CRITICAL):
             self.add("spice-warning", ch, text=message)
@@ -275,10 +291,18 @@ class ClientState:
         self.primary.pop(cid, None)
         self.add("display-primary-destroy", cid)
 
+    def count_received(self, cid: int, n: int = 1) -> int:
+        """Count `n` more stream frames received on channel `cid`; returns
+        the index of the last one (1: the session's first)."""
+        self.received[cid] = self.received.get(cid, 0) + n
+        return self.received[cid]
+
     def on_invalidate(self, ch: Any, x: int, y: int, w: int, h: int) -> None:
         cid = ch.props.channel_id
+        stream = bool(self.streaming.get(cid))
+        extra = {"index": self.count_received(cid)} if stream else {}
         self.add("display-invalidate", cid, x=x, y=y, w=w, h=h,
-                 stream=bool(self.streaming.get(cid)), probes=self.probes(cid))
+                 stream=stream, probes=self.probes(cid), **extra)
 
     def probes(self, cid: int) -> list[list[int]]:
         """The surface's RGB at the quadrant centres as this frame left it

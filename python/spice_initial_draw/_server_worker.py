@@ -119,6 +119,13 @@ class Handlers:
         self._check(self.lib.sid_display_update(self.srv, display, self.err,
                                                 len(self.err)), "update")
 
+    def rpc_video_codecs(self) -> str:
+        buf = self.ffi.new("char[]", 1024)
+        n = self.lib.sid_server_video_codecs(self.srv, buf, len(buf))
+        if n < 0:
+            raise RuntimeError("video_codecs: the server is not started")
+        return str(self.ffi.string(buf).decode())
+
     def rpc_tls_port(self) -> int:
         return int(self.lib.sid_server_tls_port(self.srv))
 
@@ -147,6 +154,10 @@ class Handlers:
             self.ffi.new("uint32_t[]", offsets), self.ffi.new("uint32_t[]", strides),
             n, fourcc, modifier, int(y0_top), int(separate_fds),
             self.err, len(self.err)), "scanout2")
+
+    def rpc_scanout_disable(self, display: int, qemu_10_1: bool) -> None:
+        self._check(self.lib.sid_display_scanout_disable(
+            self.srv, display, int(qemu_10_1), self.err, len(self.err)), "scanout_disable")
 
     def rpc_scanout_raw(self, display: int, use_scanout2: bool, data: bytes,
                         memfd_size: int, fd_kinds: list[int],

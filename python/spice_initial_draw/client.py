@@ -62,6 +62,8 @@ class Client:
         self.all_channels = all_channels
         self.auth = {"tls_port": tls_port, "ca_file": ca_file, "password": password}
         self._events: list[ClientEvent] = []
+        self._ended = False   # close() or vanish() ended the process
+        self.vanished = False  # vanish() killed it (status -SIGKILL, expected)
         self._worker = _rpc.WorkerProcess("spice_initial_draw._client_worker",
                                           [], env=env)
         self.t_connect = time.monotonic()
@@ -131,7 +133,15 @@ class Client:
     # -- events ---------------------------------------------------------------
     def events(self, name: str | None = None,
                channel: int | None = None) -> list[ClientEvent]:
-        if self._worker.proc.poll() is None:
+        """What the client saw so far (optionally one event name, one
+        channel).  ClientError, with the exit status and its last output, if
+        the client process died on its own (not by close() or vanish())."""
+        rc = self._worker.proc.poll()
+        if rc is not None and not self._ended:
+            raise ClientError(
+                f"the spice-gtk client process {self._worker.proc.pid} is dead "
+                f"(status {rc}); its last output:\n{self._worker.stderr_tail()}")
+        if rc is None:
             for t, n, ch, info in self._call("events", len(self._events)):
                 self._events.append(ClientEvent(t, n, ch, info))
         return [e for e in self._events
@@ -144,7 +154,26 @@ class Client:
                 if e.info.get("stream")]
 
     def frames_received(self, channel: int = 0) -> int:
+        """Stream frames decoded (shown) so far."""
         return len(self.stream_frames(channel))
+
+    def frames_arrived(self, channel: int = 0) -> int:
+        """Stream frames the channel received so far: decoded, or dropped
+        by spice-gtk as late (the highest frame index seen)."""
+        indexes = [int(e.info["index"]) for e in self.events(channel=channel)
+                   if "index" in e.info]
+        return max(indexes, default=0)
+
+    def frame_showing(self, probes_match: Any, channel: int = 0) -> ClientEvent | None:
+        """The first decoded stream frame whose quadrant probes satisfy
+        probes_match(probes) (e.g. assertions.probe_matches for an
+        image): its display-invalidate event, with info["index"] the
+        frame's number among those the channel received (1: the
+        session's first frame, dropped ones counted); None if none yet."""
+        for e in self.stream_frames(channel):
+            if probes_match(e.info.get("probes", [])):
+                return e
+        return None
 
     def stream_codec(self, channel: int = 0) -> str | None:
         """Codec of the video stream, from spice-gtk's decoder pipeline
@@ -246,6 +275,7 @@ class Client:
         The server's next write to it fails at once. Returns how many
         sockets were reset (0 if the server had closed them already)."""
         reset = self._call("reset_on_close")
+        self._ended = self.vanished = True
         self._worker.proc.kill()
         if self._worker.wait(timeout) is None:
             raise ClientError(f"the client process {self._worker.proc.pid} "
@@ -254,11 +284,26 @@ class Client:
         return reset
 
     def close(self) -> int | None:
+        """Disconnect and end the process; returns its exit status (0: it
+        exited cleanly; see exit_problem())."""
+        if self._ended:
+            return self._worker.close()
         try:
             self.disconnect()
         except ClientError:
             pass
+        self._ended = True
         return self._worker.close()
+
+    def exit_problem(self) -> str | None:
+        """After close(): how the process ended badly (a signal, a non-zero
+        status), with its last output; None if it exited with 0 or
+        vanish() killed it."""
+        rc = self._worker.proc.poll()
+        if rc == 0 or self.vanished:
+            return None
+        return (f"the spice-gtk client process {self._worker.proc.pid} ended with "
+                f"status {rc}; its last output:\n{self._worker.stderr_tail()}")
 
     def __enter__(self) -> "Client":
         return self

@@ -72,6 +72,8 @@ class Server:
         self._events: list[Event] = []
         self._closed = False
         self._destroyed = False
+        # why the test expects this process to die (expect_death), or None
+        self.death_expected: str | None = None
         self._worker = _rpc.WorkerProcess(
             "spice_initial_draw._server_worker", [variant], env=env,
             prefix=command_prefix)
@@ -144,6 +146,30 @@ class Server:
         if not self.alive():
             raise self._crash_error("server process died")
 
+    def expect_death(self, reason: str) -> None:
+        """The test declares that this process dying (a signal, a non-zero
+        exit, a hang at close) is its expected outcome, for `reason` (stock
+        0.16.0's crash that the test asserts): the fixtures then accept it.
+        Without it, a server that died during or after the test fails it."""
+        self.death_expected = reason
+
+    def exit_problem(self) -> str | None:
+        """After close(): what was wrong with how the process ended (killed
+        by a signal, a non-zero exit status, killed after a hang at close),
+        with its last output; None when it exited cleanly (status 0)."""
+        rc = self._worker.proc.poll()
+        if rc == 0:
+            return None
+        if rc is None:
+            return f"the server process {self.pid} ({self.variant}) is still running"
+        return str(self._crash_error(f"the server process {self.pid} ended badly"))
+
+    def video_codecs(self) -> str:
+        """The video codecs spice-server uses, as it reports them
+        (spice_server_get_video_codecs: "gstreamer:h264;..."), which is what
+        it took of the codecs it was given."""
+        return str(self._call("video_codecs"))
+
     def info(self) -> dict[str, Any]:
         return dict(self._call("info"), port=self.port, codecs=self.codecs)
 
@@ -158,7 +184,13 @@ class Server:
     # -- event log ----------------------------------------------------------
     def events(self, kind: EventKind | None = None) -> list[Event]:
         """The shim's event log so far (optionally only one kind); final
-        after destroy()."""
+        after destroy(), and after close() once the process exited with
+        status 0.  ServerCrashed, with the exit status and the last output,
+        if the process died otherwise: its log is not the log of a live
+        server."""
+        if not self.alive() and not (self._closed and self.returncode == 0):
+            raise self._crash_error("the server process is dead: its event log "
+                                    "ends where it died")
         if self.alive() and not self._destroyed:
             for raw in self._call("events", len(self._events)):
                 t, k, d, ck, a, b, c, dd, text = raw
@@ -274,6 +306,7 @@ class Server:
             self._worker.call("crash", int(signum))
         except _rpc.WorkerDied:
             pass
+        self._worker.wait(5)   # dead, and reaped, when this returns
 
     def misuse_memory(self, what: str) -> None:
         """Test hook, the sanitizers' positive control: "race" makes QEMU's
@@ -406,6 +439,14 @@ class Display:
                           list(offsets), list(strides), fourcc, modifier,
                           y0_top, separate_fds)
         self.width, self.height = width, height
+
+    def scanout_disable(self, qemu_10_1: bool = False) -> None:
+        """QEMU disables the scanout, as QEMU calls spice: before 10.1,
+        spice_qxl_gl_scanout with fd -1 and 0x0; QEMU 10.1 (qemu_10_1),
+        spice_qxl_gl_scanout2 with 0 planes, NULL arrays, 0x0,
+        DRM_FORMAT_INVALID and DRM_FORMAT_MOD_INVALID."""
+        self.server._call("scanout_disable", self.index, qemu_10_1)
+        self.width = self.height = 0
 
     def scanout_raw(self, *, width: int, height: int, stride: int,
                     fourcc: int = DRM_FORMAT_XRGB8888,

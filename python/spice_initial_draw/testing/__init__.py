@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from ..codecs import VIDEO_CODECS
 
-__all__ = ["CORE_VARIANT", "FRAME_TIMEOUT", "NO_FRAME_WINDOW", "VARIANTS", "VIDEO_CODECS"]
+__all__ = ["CORE_VARIANT", "FRAME_TIMEOUT", "INITIAL_FRAMES_MAX", "INITIAL_FRAME_WINDOW",
+           "NO_FRAME_WINDOW", "SHAPED_INITIAL_FRAME_WINDOW", "VARIANTS", "VIDEO_CODECS"]
 
 # the spice-server builds every A/B test runs on
 VARIANTS = ("stock", "patched")
@@ -18,3 +19,17 @@ CORE_VARIANT = "core"
 NO_FRAME_WINDOW = 5.0
 # generous wait for a frame that must arrive, in seconds
 FRAME_TIMEOUT = 15.0
+# "At once", the design's promise to a newly connected streaming client of a
+# VM that does not draw: an initial frame of the current scanout, stamped
+# with a playback margin so that the client shows it, and at most one idle
+# refresh (another standalone frame, ~100 ms after the guest's last draw)
+# if that picture might not be shown.  So the picture is on screen after
+# the client received at most INITIAL_FRAMES_MAX frames (1: the initial
+# frame, 2: the refresh; a later one is a re-send or a draw), within
+# INITIAL_FRAME_WINDOW s of its display channel opening on loopback (the
+# measured TTFF is 0.2-0.4 s; shaped links state their own window).
+INITIAL_FRAMES_MAX = 2
+INITIAL_FRAME_WINDOW = 3.0
+# the same over netshape's shaped links (measured TTFF up to 1.9 s on
+# `poor`: 200 ms round trip, 5 Mbit/s for a 1080p frame)
+SHAPED_INITIAL_FRAME_WINDOW = 8.0

@@ -23,9 +23,15 @@ from spice_initial_draw.events import EventKind
 from spice_initial_draw.frames import Frame
 from spice_initial_draw.patterns import Image
 
-from . import CORE_VARIANT, FRAME_TIMEOUT, NO_FRAME_WINDOW, VARIANTS
-from .assertions import connect_showing, report, stream_evidence, wait_shows
-from .bad_scanouts import Outcome
+from . import CORE_VARIANT, FRAME_TIMEOUT, INITIAL_FRAME_WINDOW, NO_FRAME_WINDOW, VARIANTS
+from .assertions import (
+    connect_showing,
+    initial_picture,
+    report,
+    stream_evidence,
+    wait_shows,
+)
+from .bad_scanouts import CRASH, Outcome
 from .gl_sequence import Transcript, diff
 
 T = TypeVar("T")
@@ -57,13 +63,17 @@ def gets_initial_frame_or_nothing(cli: Client, variant: str, timeout: float,
                                   window: float) -> None:
     """A streaming client of a VM with a scanout and no guest draw since it
     connected: patched sends it an initial frame, so it decodes a frame
-    within `timeout`; stock sends none (its defect), so no frame comes
-    within `window` s, asserted."""
+    within `timeout` of its display channel opening (INITIAL_FRAME_WINDOW
+    on loopback); stock sends none (its defect), so no frame comes within
+    `window` s, asserted."""
     if is_stock(variant):
         assert cli.no_frame_within(window), \
             f"a frame arrived within {window} s on {variant}"
         return
-    cli.wait_frames(1, timeout)
+    ready = cli.wait_ready()
+    frames = cli.wait_frames(1, timeout)
+    assert frames[0].t - ready.t <= timeout, \
+        f"the first frame came {frames[0].t - ready.t:.3f} s after the display channel"
 
 
 def shows_initial_frame_or_nothing(cli: Client, image: Image, variant: str,
@@ -71,30 +81,31 @@ def shows_initial_frame_or_nothing(cli: Client, image: Image, variant: str,
                                    srv: Server | None = None, *,
                                    codec: str | None = None,
                                    since: float | None = None) -> None:
-    """A client of an idle VM: patched sends the initial frame, so the client
-    decodes a frame within `timeout` and shows `image` within `timeout`
-    more, in `codec` when given; stock sends none, so no frame comes within
-    `window` s and the client's surface is blank or absent (its defect,
-    asserted).  With `srv`, a patched failure prints the server's and the
-    client's stream evidence; with `since` (a client event time, such as
-    the display channel's ready), the initial frame's delay is printed."""
+    """A client of an idle VM: patched sends the initial frame, so the
+    client shows `image` at once (assertions.initial_picture: by the
+    initial frame or the one idle refresh, INITIAL_FRAMES_MAX, within
+    `timeout` s of its display channel opening: INITIAL_FRAME_WINDOW on
+    loopback), in `codec` when given; stock sends none, so no frame comes
+    within `window` s and the client's surface is blank or absent (its
+    defect, asserted).  With `srv`, a patched failure prints the server's
+    and the client's stream evidence; the initial picture's frame and
+    delay are printed (after `since`, default the display channel's
+    opening)."""
     if is_stock(variant):
         assert cli.no_frame_within(window), \
             f"a frame arrived within {window} s on {variant}"
         assert _blank(cli.frame()), f"{variant}: the client shows pixels without a frame"
         return
     try:
-        frames = cli.wait_frames(1, timeout)
-        wait_shows(cli, image, timeout)
+        index, delay = initial_picture(cli, image, timeout, since)
         if codec is not None:
             assert cli.stream_codec() == codec
     except (AssertionError, TimeoutError) as e:
         if srv is None:
             raise
-        raise AssertionError(f"{e}\n" + stream_evidence(srv, [cli])) from None
-    if since is not None:
-        print(f"{codec or cli.stream_codec()} {image.width}x{image.height}: initial "
-              f"frame {frames[0].t - since:.3f} s after the channel opened")
+        raise type(e)(f"{e}\n" + stream_evidence(srv, [cli])) from None
+    print(f"{codec or cli.stream_codec()} {image.width}x{image.height}: the picture "
+          f"by frame {index}, {delay:.3f} s after the display channel opened")
 
 
 def shows_scanout_at_its_size_or_nothing(cli: Client, width: int, height: int,
@@ -118,8 +129,9 @@ def shows_scanout_at_its_size_or_nothing(cli: Client, width: int, height: int,
 def initial_frame_needed(cli: Client, image: Image, variant: str, what: str,
                          failure: type[AssertionError]) -> None:
     """A scenario that needs the idle VM's picture on a new client (a test
-    marked stock_defect(raises=failure)): patched shows `image` (a frame
-    within FRAME_TIMEOUT, then the picture within 10 s), else `failure`.
+    marked stock_defect(raises=failure)): patched shows `image` at once
+    (assertions.initial_picture: by frame INITIAL_FRAMES_MAX, within
+    INITIAL_FRAME_WINDOW of the display channel), else `failure`.
     Stock sends no initial frame: no frame may come within NO_FRAME_WINDOW
     (a frame there is an AssertionError: stock behaviour changed), and then
     the scenario fails with `failure`, the defect the marker expects."""
@@ -128,8 +140,7 @@ def initial_frame_needed(cli: Client, image: Image, variant: str, what: str,
             raise AssertionError(f"{what}: a frame arrived within {NO_FRAME_WINDOW} s")
         raise failure(f"{what}: no frame within {NO_FRAME_WINDOW} s")
     try:
-        cli.wait_frames(1, FRAME_TIMEOUT)
-        wait_shows(cli, image)
+        initial_picture(cli, image, INITIAL_FRAME_WINDOW)
     except (AssertionError, TimeoutError) as e:
         raise failure(f"{what}: {e}") from None
 
@@ -149,10 +160,10 @@ def newcomers_got_initial_frames(frames: dict[str, int], variant: str) -> None:
 def every_connect_gets_an_initial_frame(cycler: Client, count: int,
                                         variant: str) -> dict[str, Any]:
     """`count` short sessions to an idle VM (Client.cycle): on patched each
-    one decodes its initial frame (up to FRAME_TIMEOUT each); stock sends
+    one decodes its initial frame (within INITIAL_FRAME_WINDOW each); stock sends
     none, so none of them decodes a frame (0.2 s each is watched: stock
     never sends one).  Returns cycle()'s counts."""
-    stats = cycler.cycle(count, wait_frame=per_variant(variant, patched=FRAME_TIMEOUT,
+    stats = cycler.cycle(count, wait_frame=per_variant(variant, patched=INITIAL_FRAME_WINDOW,
                                                       stock=0.2))
     print(f"{variant}: {stats}")
     assert stats["frames"] == per_variant(variant, patched=count, stock=0), stats
@@ -201,6 +212,18 @@ def dropped_draw_is_sent_again(dropped: int, draws: int, cli: Client, last: Imag
     if is_stock(variant):
         return
     wait_shows(cli, last, FRAME_TIMEOUT)
+
+
+def ends_on_the_last_draw(ends: bool, variant: str, message: str) -> None:
+    """After back-to-back draws, whether the client's last decoded frame
+    shows the last draw (`ends`): always on patched, which holds a draw
+    whose frame the encoder dropped until it is encoded (core 14), and
+    keeps the stream to its frame rate (core 15).  Stock drops such a
+    frame for good and completes the draw, so whether the last draw is
+    the last frame is chance there: nothing is asserted on stock."""
+    if is_stock(variant):
+        return
+    assert ends, message
 
 
 def shows_a_lone_h264_draw(srv: Server, d: Display, cli: Client, image: Image,
@@ -259,6 +282,8 @@ def stock_crash_ends_the_test(srv: Server, result: dict[str, Any], variant: str)
         return False
     assert is_stock(variant), f"the patched server died: {result}"
     assert srv.returncode is not None and srv.returncode < 0
+    srv.expect_death("stock 0.16.0 crashes when a client connects while a "
+                     "scanout is set and another one just went away")
     print(f"stock: the server died ({srv.returncode}) during the connects: {result}")
     return True
 
@@ -277,7 +302,7 @@ def finds_defects_only_on_stock(request: pytest.FixtureRequest, name: str, varia
 
 
 # -- bad scanouts ---------------------------------------------------------
-def handles_bad_scanout(outcome: Outcome, variant: str, what: str,
+def handles_bad_scanout(srv: Server, outcome: Outcome, variant: str, what: str,
                         stock_defects: set[str]) -> None:
     """What a server made of a bad scanout (bad_scanouts.run_bad_scanout's
     Outcome): patched shows no defect.  Stock 0.16.0 validates little: the
@@ -287,6 +312,8 @@ def handles_bad_scanout(outcome: Outcome, variant: str, what: str,
     if not is_stock(variant):
         assert not outcome.defects, f"patched, {what}: {outcome}"
         return
+    if CRASH in outcome.defects:   # judged here: stock's crash is its verdict
+        srv.expect_death(f"stock 0.16.0, {what}: {outcome}")
     assert stock_defects <= outcome.defects, (
         f"stock 0.16.0, {what}: stock behaviour was "
         f"{sorted(stock_defects)}, now {sorted(outcome.defects) or 'no defect'}"

@@ -174,7 +174,10 @@ class RaceRig:
                 out.append(f"stray completion (QEMU would crash): {e}")
         return out
 
-    def close(self) -> None:
+    def close(self) -> str | None:
+        """Release every park, close the clients and the server; returns
+        how the server process ended badly (Server.exit_problem: a crash or
+        a non-zero status at close), or None."""
         self.races.release_all()
         for k in list(self.clients):
             try:
@@ -187,6 +190,7 @@ class RaceRig:
             self.races.close()
             if self.output_sink is not None:
                 self.output_sink.append(self.server.output())
+        return self.server.exit_problem()
 
     def __enter__(self) -> "RaceRig":
         return self
