@@ -7,6 +7,8 @@ import statistics
 import sys
 from typing import Any, Iterable
 
+import live
+
 TTFF_RATIO_TARGET = 1.10  # issue 12
 STEADY_RATIO_TARGET = 1.02
 STORM_DRAW_TARGET_MS = 1000.0
@@ -567,6 +569,7 @@ def write(out: str, res: dict[str, Any]) -> str:
                "waited for (the window of each check that fails on stock: 1–4 s; "
                "the windows are sized for the patched sanitizer builds).  "
                f"Target (issue 5): each under {REPRO_TARGET_S:g} s.", ""]
+    md += live.markdown(res.get("live", []))
     # targets
     md += ["## Targets", ""]
     ratios = [r for r in rows if r["ratio"] is not None]

@@ -18,7 +18,12 @@ Steps (each prints a progress line):
     and a QEMU draw issued during the storm: its completion latency;
  5. the race reproductions of tests/test_races.py: wall time of each, per
     variant, beside issue 5's target (under 5 s); the tests assert what they
-    find, not how long they take.
+    find, not how long they take;
+ 6. live frames (bench/live.py, issue 26): numbered guest draws to a client
+    already showing the picture, per scenario (loopback, wan, a client
+    stall, 60/s through 2 Mbit/s) x codec x variant: frames shown,
+    draw -> pixels, the guest's draws/s, draw -> async_complete, the last
+    draw shown; the targets against stock in the same run.
 
 Each step plans its units of work, one progress line each; their sum is the
 progress total.  --plan lists them and measures nothing.
@@ -45,6 +50,7 @@ from typing import Any, ClassVar, Protocol
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import live
 import measure
 import report
 from spice_initial_draw.codecs import VIDEO_CODECS
@@ -70,7 +76,7 @@ def profile(quick: bool) -> dict[str, Any]:
                 "callgrind_draws": 10, "callgrind_period": 0.25, "steady_codecs": ["mjpeg"],
                 "storm_sizes": [1, 4], "storm_window": 10.0, "stock_storm_window": 2.0,
                 "repro_runs": 1, "idle_window": 5.0, "repeat_runs": 5, "stock_repeat_runs": 1,
-                "tls_runs": 2, "net_steady_draws": 90}
+                "tls_runs": 2, "net_steady_draws": 90, "live_quick": True}
     return {"resolutions": list(RESOLUTIONS), "codecs": list(CODECS),
             "contents": ["pattern", "noise"], "runs": {"pattern": 5, "noise": 3},
             "stock_runs": 2, "stock_window": 5.0, "window": 10.0,
@@ -78,7 +84,7 @@ def profile(quick: bool) -> dict[str, Any]:
             "callgrind_draws": 40, "callgrind_period": 0.25, "steady_codecs": ["mjpeg", "h264"],
             "storm_sizes": [1, 4, 16], "storm_window": 20.0, "stock_storm_window": 5.0,
             "repro_runs": 3, "idle_window": 10.0, "repeat_runs": 20, "stock_repeat_runs": 3,
-            "tls_runs": 5, "net_steady_draws": 300}
+            "tls_runs": 5, "net_steady_draws": 300, "live_quick": False}
 
 
 class Progress:
@@ -490,8 +496,32 @@ class Repro:
         return f"{r['took_s']:.1f} s, {r['defects']} defect(s)"
 
 
+@dataclass(frozen=True)
+class Live:
+    """6. Live frames (bench/live.py): numbered guest draws to a client
+    that shows the picture, per scenario x codec, stock and patched."""
+    name: ClassVar[str] = "live"
+    keys: ClassVar[tuple[str, ...]] = ("live",)
+    codecs: list[str]
+    quick: bool
+
+    def plan(self) -> Iterator[Unit]:
+        for scenario, codec, variant in itertools.product(live.SCENARIOS, self.codecs,
+                                                          VARIANTS):
+            yield Unit(f"live {variant:7s} {scenario:8s} {codec:5s} 1920x1080",
+                       functools.partial(self.run, scenario, codec, variant))
+
+    def run(self, scenario: str, codec: str, variant: str, bench: Bench) -> str | None:
+        r = bench.measure(f"live {variant} {scenario} {codec}",
+                          lambda: live.run(scenario, codec, variant, self.quick))
+        if not r:
+            return None
+        bench.results["live"].append(r)
+        return live.progress_line(r)
+
+
 STEP_KINDS: tuple[type[Step], ...] = (Ttff, Floor, Steady, Idle, Repeat, Tls, Net, Storm,
-                                      Repro)
+                                      Repro, Live)
 STEP_NAMES = tuple(kind.name for kind in STEP_KINDS)
 
 
@@ -509,6 +539,7 @@ def make_steps(names: set[str], p: dict[str, Any], callgrind: bool) -> list[Step
         Net(p["net_steady_draws"]),
         Storm(p["storm_sizes"], p["storm_window"], p["stock_storm_window"]),
         Repro(p["repro_runs"]),
+        Live(p["codecs"], p["live_quick"]),
     ]
     assert tuple(step.name for step in every) == STEP_NAMES
     return [step for step in every if step.name in names]

@@ -160,20 +160,24 @@ static void rewrite_buffer(sid_display *d)
                 "guest rewrote %zu of %zu bytes of its buffer at completion",
                 off, d->rewrite_len);
     g_clear_pointer(&d->rewrite, g_free);
-    close(d->rewrite_fd);
-    d->rewrite_fd = -1;
+    if (!d->keep_guest) {
+        close(d->rewrite_fd);
+        d->rewrite_fd = -1;
+    }
 }
 
-/* Keep a dup of the scanout's memfd if a rewrite is armed (srv->lock). */
-static void keep_buffer(sid_display *d, int guest_fd)
+/* Keep a dup of the scanout's memfd if a rewrite is armed or the guest
+ * paints into it (srv->lock). */
+static void keep_buffer(sid_display *d, int guest_fd, uint32_t stride)
 {
-    if (!d->rewrite) {
+    if (!d->rewrite && !d->keep_guest) {
         return;
     }
     if (d->rewrite_fd >= 0) {
         close(d->rewrite_fd);
     }
     d->rewrite_fd = fcntl(guest_fd, F_DUPFD_CLOEXEC, 0);
+    d->guest_stride = stride;
 }
 
 static void iface_async_complete(QXLInstance *qin, uint64_t cookie)
@@ -482,7 +486,7 @@ static int scanout_guest_buffer(sid_display *d, const guest_buffer *g,
                 buf->scanout2 ? "gl_scanout2" : "gl_scanout", buf->width,
                 buf->height, buf->strides[0], buf->fourcc, buf->y0_top);
     pthread_mutex_lock(&d->srv->lock);
-    keep_buffer(d, guest[0]);
+    keep_buffer(d, guest[0], buf->strides[0]);
     pthread_mutex_unlock(&d->srv->lock);
     for (uint32_t i = 0; i < buf->num_planes; i++) {
         buf->fds[i] = -1;   /* owned by spice-server now */

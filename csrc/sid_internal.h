@@ -85,7 +85,10 @@ typedef struct sid_display {
     GHashTable *completed;      /* cookies already completed */
     uint8_t *rewrite;           /* armed rewrite at completion, or NULL */
     size_t rewrite_len;
-    int rewrite_fd;             /* the current scanout's memfd while armed */
+    int rewrite_fd;             /* the current scanout's memfd while armed,
+                                 * or while the guest paints (keep_guest) */
+    bool keep_guest;            /* keep rewrite_fd for sid_display_paint() */
+    uint32_t guest_stride;      /* plane 0's stride of the kept buffer */
     uint32_t width, height;     /* of the current scanout (QEMU's surface) */
     unsigned gl_updates;        /* guest updates since the last refresh draw */
     GSource *refresh_timer;     /* QEMU 10.1 remote mode: the refresh tick */

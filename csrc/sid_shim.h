@@ -237,6 +237,18 @@ int sid_display_rewrite_on_complete(sid_server *srv, int display,
                                     const uint8_t *data, size_t len,
                                     char *err, size_t errlen);
 
+/* A guest that renders into its own buffer (sid_paint.c): from the next
+ * scanout on, the shim keeps its fd of the scanout's memfd, as QEMU keeps
+ * the guest's dmabuf, and sid_display_paint() fills rectangles of it in
+ * place: n_rects quintuples of x, y, w, h and an XRGB8888 value, clipped
+ * to the scanout (single plane, 4 bytes a pixel).  Paint between a draw's
+ * completion and the next draw, as a guest renders into the buffer QEMU
+ * let go of; the next scanout replaces the kept buffer. */
+int sid_display_keep_buffer(sid_server *srv, int display, char *err,
+                            size_t errlen);
+int sid_display_paint(sid_server *srv, int display, const uint32_t *rects,
+                      size_t n_rects, char *err, size_t errlen);
+
 /* Event log: number of events, copy of event i (0 on success). */
 size_t sid_log_count(sid_server *srv);
 int sid_log_get(sid_server *srv, size_t index, sid_event *out);

@@ -24,6 +24,23 @@ def test_colour_tolerance_accepts_mjpeg_black():
     assert not patterns.colour_close((200, 0, 0), patterns.GREEN)
 
 
+def test_numbered_frames_decode_and_reject_a_blurred_one():
+    for w, h in ((1920, 1080), (640, 480)):
+        probes = patterns.number_probes(w, h)
+        for n in (0, 1, 170, 255, 4097, 65535):
+            img = patterns.numbered(n, w, h)
+            assert len(img.data) == w * h * 4
+            assert patterns.decode_number([img.expected(x, y) for x, y in probes]) == n
+    # MJPEG's black, a light grey for white: still a number
+    assert patterns.decode_number([(16, 16, 16)] * 16 + [(235, 235, 235)] * 16) == 0
+    # a mid-grey block (a blurred or half-decoded frame), or a bit equal to
+    # its inverse, is no number
+    colours = [patterns.BLACK] * 16 + [patterns.WHITE] * 16
+    assert patterns.decode_number([*colours[:5], (128, 128, 128), *colours[6:]]) is None
+    assert patterns.decode_number([patterns.WHITE] * 32) is None
+    assert patterns.decode_number(colours[:31]) is None
+
+
 def test_frame_png_roundtrip(tmp_path):
     img = patterns.quadrants(8, 4)
     frame = Frame(8, 4, 32, 32, img.data, 0)

@@ -25,7 +25,7 @@ builds two sanitizer variants, not four (the stock reproductions are in
 tests/test_races.py, uninstrumented); ./run test --extended: every
 reproduction on all four (stock must find its defect there too), the check
 that stock reports the UPSTREAM_UB locations, and 0.16.0's destroy-time UB
-on stock beside its fix (hardening 5) on patched.
+on stock beside its fix (hardening 7) on patched.
 """
 from __future__ import annotations
 
@@ -313,7 +313,7 @@ DESTROY_UB_REPORT = """../../subprojects/spice-0.16.0/server/red-stream.cpp:452:
 
 def test_destroy_ub_is_told_by_its_path():
     """0.16.0's destroy-time UB is told by its stack (a shortened real
-    report of a stateful run on patched-asan before hardening 5); it is not
+    report of a stateful run on patched-asan before hardening 7); it is not
     excused: it counts."""
     found = ubsan_reports([DESTROY_UB_REPORT])
     assert len(found) == 1 and is_destroy_ub(found[0])
@@ -339,7 +339,7 @@ def test_destroy_with_a_disconnect_queued(request, tmp_path, variant, build_vari
     (clients first, then the destroy): a client disconnect is still queued
     on the main dispatcher now and then (stock reported the UB in 4-14 of
     30-40 such runs here). No UBSan report on the destroy path in
-    DESTROY_RUNS runs; stock reports it (hardening 5 fixes it)."""
+    DESTROY_RUNS runs; stock reports it (hardening 7 fixes it)."""
     from spice_initial_draw import patterns
     image = patterns.quadrants(320, 240)
     for attempt in range(DESTROY_RUNS):

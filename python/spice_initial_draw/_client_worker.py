@@ -158,6 +158,7 @@ class ClientState:
         self.all_channels = False   # connect cursor and inputs too
         self.cycle: CycleSession | None = None   # rpc_cycle's current session
         self.old_sessions: list[Any] = []
+        self.probe_points: list[tuple[int, int]] | None = None   # None: quadrant centres
         GLib.log_set_handler("GSpice", GLib.LogLevelFlags.LEVEL_MASK
                              | GLib.LogLevelFlags.FLAG_FATAL
                              | GLib.LogLevelFlags.FLAG_RECURSION,
@@ -305,13 +306,18 @@ class ClientState:
                  stream=stream, probes=self.probes(cid), **extra)
 
     def probes(self, cid: int) -> list[list[int]]:
-        """The surface's RGB at the quadrant centres as this frame left it
-        (every frame's picture, not only the last one)."""
+        """The surface's RGB at the probe points (the quadrant centres
+        unless rpc_set_probes chose others) as this frame left it (every
+        frame's picture, not only the last one); none when a point lies
+        outside the surface."""
         p = self.primary.get(cid)
         if not p or not p["data"]:
             return []
+        points = self.probe_points or quadrant_probes(p["width"], p["height"])
+        if any(px >= p["width"] or py >= p["height"] for px, py in points):
+            return []
         out = []
-        for px, py in quadrant_probes(p["width"], p["height"]):
+        for px, py in points:
             b, g, r = ctypes.string_at(p["data"] + py * p["stride"] + 4 * px, 3)
             out.append([r, g, b])
         return out
@@ -376,6 +382,11 @@ class ClientState:
         ctx = GLib.MainContext.default()
         while ctx.pending():
             ctx.iteration(False)
+
+    def rpc_set_probes(self, points: list[tuple[int, int]] | None) -> None:
+        """The points each display-invalidate event samples (its "probes");
+        None: the quadrant centres again."""
+        self.probe_points = [(int(x), int(y)) for x, y in points] if points else None
 
     def rpc_events(self, since: int) -> list[tuple[int, str, int, dict[str, Any]]]:
         return self.events[since:]

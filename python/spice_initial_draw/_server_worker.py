@@ -145,6 +145,15 @@ class Handlers:
             self.srv, display, data, len(data), self.err, len(self.err)),
             "rewrite_on_complete")
 
+    def rpc_keep_buffer(self, display: int) -> None:
+        self._check(self.lib.sid_display_keep_buffer(self.srv, display, self.err,
+                                                     len(self.err)), "keep_buffer")
+
+    def rpc_paint(self, display: int, rects: list[int]) -> None:
+        self._check(self.lib.sid_display_paint(
+            self.srv, display, self.ffi.new("uint32_t[]", rects), len(rects) // 5,
+            self.err, len(self.err)), "paint")
+
     def rpc_scanout2(self, display: int, data: bytes, width: int, height: int,
                      offsets: list[int], strides: list[int], fourcc: int,
                      modifier: int, y0_top: bool, separate_fds: bool) -> None:

@@ -2,6 +2,8 @@
 subprocess per client, each with its own GLib main loop."""
 from __future__ import annotations
 
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -248,6 +250,13 @@ class Client:
             return True
 
     # -- pixels -----------------------------------------------------------------
+    def set_probes(self, points: list[tuple[int, int]] | None) -> None:
+        """The surface points each display-invalidate event samples from
+        now on: its info["probes"] holds their RGB as that frame left the
+        surface (patterns.number_probes() for numbered frames); None: the
+        quadrant centres (the default)."""
+        self._call("set_probes", points)
+
     def frame(self, channel: int = 0) -> Frame | None:
         """Snapshot of the primary surface (None before display-primary-create)."""
         d = self._call("frame", channel)
@@ -304,6 +313,21 @@ class Client:
             return None
         return (f"the spice-gtk client process {self._worker.proc.pid} ended with "
                 f"status {rc}; its last output:\n{self._worker.stderr_tail()}")
+
+    def suspend(self, seconds: float) -> tuple[int, int]:
+        """The client stalls: its process is stopped (SIGSTOP) for `seconds`,
+        so its main loop reads, decodes and shows nothing, then continued
+        (SIGCONT), as when a laptop's viewer stalls.  Returns when it was
+        stopped and continued (CLOCK_MONOTONIC ns).  Blocks; call it from
+        another thread to stall the client while the guest draws."""
+        pid = self._worker.proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        stopped = time.monotonic_ns()
+        try:
+            time.sleep(seconds)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        return stopped, time.monotonic_ns()
 
     def __enter__(self) -> "Client":
         return self

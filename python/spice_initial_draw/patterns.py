@@ -81,3 +81,66 @@ def colour_close(a: RGB, b: RGB, tolerance: int = 48) -> bool:
     """True if every channel differs by at most `tolerance` (lossy codecs,
     and MJPEG decodes black as (16, 16, 16))."""
     return all(abs(x - y) <= tolerance for x, y in zip(a, b))
+
+
+# -- numbered frames: a frame number that survives lossy codecs -------------
+# NUMBER_COLS x NUMBER_ROWS blocks over the whole picture: the first half of
+# the blocks (row-major) are the number's bits, least significant first,
+# white for 1; the second half are the same bits inverted.  A block is
+# read at its centre (far from any edge a codec blurs), and a decode counts
+# only when every block is clearly black or white and every bit matches its
+# inverse, so a half-decoded or blurred frame reads as no number at all.
+NUMBER_COLS, NUMBER_ROWS = 8, 4
+NUMBER_BITS = NUMBER_COLS * NUMBER_ROWS // 2
+NUMBER_BLACK_BELOW, NUMBER_WHITE_ABOVE = 64, 192   # luma of a clear block
+
+Rect = tuple[int, int, int, int, RGB]   # x, y, w, h, colour
+
+
+def _block(i: int, width: int, height: int) -> tuple[int, int, int, int]:
+    c, r = i % NUMBER_COLS, i // NUMBER_COLS
+    x0, x1 = c * width // NUMBER_COLS, (c + 1) * width // NUMBER_COLS
+    y0, y1 = r * height // NUMBER_ROWS, (r + 1) * height // NUMBER_ROWS
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def number_blocks(n: int, width: int, height: int) -> list[Rect]:
+    """The blocks that show frame number n (0 <= n < 2**NUMBER_BITS)."""
+    if not 0 <= n < 1 << NUMBER_BITS:
+        raise ValueError(f"frame number {n}: 0..{(1 << NUMBER_BITS) - 1}")
+    bits = [(n >> i) & 1 for i in range(NUMBER_BITS)]
+    bits += [1 - b for b in bits]
+    return [(*_block(i, width, height), WHITE if b else BLACK) for i, b in enumerate(bits)]
+
+
+def number_probes(width: int, height: int) -> list[tuple[int, int]]:
+    """The centre of each block, in number_blocks()' order."""
+    return [(x + w // 2, y + h // 2) for x, y, w, h
+            in (_block(i, width, height) for i in range(2 * NUMBER_BITS))]
+
+
+def decode_number(colours: list[RGB] | list[list[int]]) -> int | None:
+    """The frame number the colours at number_probes() show, or None."""
+    if len(colours) != 2 * NUMBER_BITS:
+        return None
+    bits = []
+    for r, g, b in colours:
+        luma = 0.299 * r + 0.587 * g + 0.114 * b
+        if NUMBER_BLACK_BELOW <= luma <= NUMBER_WHITE_ABOVE:
+            return None
+        bits.append(int(luma > NUMBER_WHITE_ABOVE))
+    if any(a == b for a, b in zip(bits[:NUMBER_BITS], bits[NUMBER_BITS:])):
+        return None
+    return sum(b << i for i, b in enumerate(bits[:NUMBER_BITS]))
+
+
+def numbered(n: int, width: int = 1920, height: int = 1080) -> Image:
+    """A whole picture showing frame number n (number_blocks())."""
+    blocks = number_blocks(n, width, height)
+    data = bytearray()
+    for r in range(NUMBER_ROWS):
+        row = blocks[r * NUMBER_COLS:(r + 1) * NUMBER_COLS]
+        line = b"".join(_px(colour) * w for _, _, w, _, colour in row)
+        data += line * row[0][3]
+    return Image(bytes(data), width, height, width * 4, name=f"number{n}",
+                 colours=(BLACK, WHITE))

@@ -12,7 +12,7 @@ from ._abi import MISUSE_RACE, MISUSE_USE_AFTER_FREE, RAW_MAX_PLANES, FdKind, St
 from .drm import DRM_FORMAT_MOD_INVALID, DRM_FORMAT_XRGB8888
 from .errors import DrawTimeout, ServerCrashed, ShimError, for_status
 from .events import CHANNEL_TYPE_DISPLAY, ChannelEvent, Event, EventKind
-from .patterns import Image, bars, quadrants
+from .patterns import Image, Rect, bars, quadrants
 from .security import Security
 
 PATTERNS = {"quadrants": quadrants, "bars": bars}
@@ -426,6 +426,21 @@ class Display:
         `image`."""
         data = _resolve(image, width, height, None, DRM_FORMAT_XRGB8888)[0]
         self.server._call("rewrite_on_complete", self.index, data)
+
+    def keep_buffer(self) -> None:
+        """A guest that renders into its own buffer: from the next scanout
+        on, the shim keeps that scanout's memfd (QEMU keeps the guest's
+        dmabuf), and paint() fills rectangles of it in place."""
+        self.server._call("keep_buffer", self.index)
+
+    def paint(self, rects: list[Rect]) -> None:
+        """The guest renders: fill each (x, y, w, h, colour) of the kept
+        buffer (keep_buffer()), clipped to the scanout.  Paint between a
+        draw's completion and the next draw, as a guest does."""
+        flat: list[int] = []
+        for x, y, w, h, (r, g, b) in rects:
+            flat += [x, y, w, h, 0xFF000000 | r << 16 | g << 8 | b]
+        self.server._call("paint", self.index, flat)
 
     def scanout_planes(self, data: bytes, width: int, height: int,
                        offsets: list[int], strides: list[int], fourcc: int,

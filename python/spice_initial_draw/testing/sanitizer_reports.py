@@ -184,7 +184,7 @@ def is_upstream_ub(rep: str) -> bool:
 # 0.16.0's spice_server_destroy() let the main dispatcher's destructor
 # handle a client disconnect still queued, whose channel event went to the
 # MainDispatcher being destroyed (UBSan's vptr check: "object is of type
-# 'Dispatcher'"); hardening 5 fixes it. Its stack, for
+# 'Dispatcher'"); hardening 7 fixes it. Its stack, for
 # test_destroy_with_a_disconnect_queued.
 DESTROY_UB_PATH = ("spice_server_destroy", "DispatcherPrivate::~DispatcherPrivate")
 
