@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -167,3 +168,70 @@ def test_packaged_library_has_the_stock_soname_and_exports(built: Path) -> None:
                              text=True).stdout
     assert "Library soname: [libspice-server.so.1]" in dynamic
     assert exports(library) == exports(STOCK_LIBRARY)
+
+
+# The README's install path for an operator, as it runs there: in a
+# throw-away overlay of this Debian 13 root (a tmpfs upper layer, undone when
+# the namespace ends), Debian's QEMU with its spice module and Debian 13's
+# libspice-server1 installed.
+OPERATOR = r"""
+set -eu
+deb=$1 work=$2 port=$3
+mount -t tmpfs tmpfs "$work"
+mkdir -p "$work/upper" "$work/work" "$work/root"
+mount -t overlay overlay -o "lowerdir=/,upperdir=$work/upper,workdir=$work/work" "$work/root"
+mount -t proc proc "$work/root/proc"
+mount --rbind /dev "$work/root/dev"
+mkdir -p "$work/root/pkg" && cp "$deb" "$work/root/pkg/"
+exec chroot "$work/root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+    DEBIAN_FRONTEND=noninteractive bash -s "$(basename "$deb")" "$port" <<'SCRIPT'
+set -eu
+echo "before=$(dpkg-query -W -f='${Version}' libspice-server1)"
+apt install -y -q ./pkg/$1 >/tmp/install.log 2>&1 || { cat /tmp/install.log; exit 1; }
+echo "installed=$(dpkg-query -W -f='${Version}' libspice-server1)"
+module=$(dpkg -L qemu-system-modules-spice | grep '/ui-spice-core\.so$')
+echo "ldd=$(ldd "$module" | awk '/libspice-server/ {print $3}')"
+qemu-system-x86_64 -nodefaults -machine pc -accel tcg -m 64 -vga qxl -nic none \
+    -display none -monitor none -serial none \
+    -spice port=$2,addr=127.0.0.1,disable-ticketing=on >/tmp/qemu.log 2>&1 &
+pid=$!
+for _ in $(seq 100); do grep -q libspice-server /proc/$pid/maps 2>/dev/null && break; sleep 0.2; done
+echo "maps=$(awk '/libspice-server/ {print $6}' /proc/$pid/maps | sort -u | tr '\n' ' ')"
+echo "owner=$(dpkg -S "$(readlink -f "$(awk '/libspice-server/ {print $6; exit}' /proc/$pid/maps)")" | cut -d: -f1)"
+kill $pid; wait $pid 2>/dev/null || true
+apt install -y -q --allow-downgrades libspice-server1/trixie >/tmp/back.log 2>&1 ||
+    { apt-get update -q >/dev/null && apt install -y -q --allow-downgrades libspice-server1/trixie >/tmp/back.log 2>&1; } ||
+    { cat /tmp/back.log; exit 1; }
+echo "back=$(dpkg-query -W -f='${Version}' libspice-server1)"
+SCRIPT
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.extended
+def test_operator_installs_the_package_qemu_loads_it_and_goes_back(built: Path, tmp_path: Path) -> None:
+    """apt install ./libspice-server1_...deb; Debian's QEMU (its spice
+    module) then loads the package's library, as ldd and /proc/PID/maps
+    say; apt install --allow-downgrades libspice-server1/trixie goes back
+    to Debian 13's package."""
+    lib = package(built, "libspice-server1")
+    work = tmp_path / "operator"
+    work.mkdir()
+    r = subprocess.run(["unshare", "-m", "--propagation", "unchanged", "bash", "-c", OPERATOR,
+                        "bash", str(lib), str(work), str(free_port())], capture_output=True, text=True,
+                       timeout=600, check=False)
+    print(r.stdout)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    got = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+    assert got["installed"] == deb_version()
+    assert subprocess.run(["dpkg", "--compare-versions", got["before"], "lt", deb_version()]).returncode == 0
+    assert got["ldd"].endswith("/libspice-server.so.1")
+    maps = got["maps"].split()
+    assert len(maps) == 1 and re.search(r"/usr/lib/[^/]+/libspice-server\.so\.1\.", maps[0]), maps
+    assert got["owner"] == "libspice-server1"
+    assert got["back"] == got["before"]
