@@ -133,7 +133,7 @@ EOF
 
 ensure_root() {
     local dir
-    [ "$(id -u)" = 0 ] || die "checking the host" "the host lacks the build requirements and making a Debian 13 root needs root" \
+    [ "$(id -u)" = 0 ] || die "checking the host" "the host lacks the build requirements (or the command, ./run deb, builds in the Debian 13 root only), and the root needs root" \
         "run ./run as root, or install the requirements listed in README.md on the host"
     mkdir -p "$SID_CACHE"
     dir=$(root_dir)
