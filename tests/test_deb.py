@@ -100,12 +100,14 @@ def test_changelog_entry_sorts_above_debians_and_below_its_next(source_tree: Pat
     version = top.group(1)
     assert version == deb_version() == f"{DEBIAN_VERSION}+initialframe1"
     assert changelog.count(f"spice ({DEBIAN_VERSION})") == 1, "Debian's entry is kept below"
-    for op, other in (("gt", DEBIAN_VERSION), ("lt", "0.16.0-4"), ("lt", "0.16.1-1")):
-        assert subprocess.run(["dpkg", "--compare-versions", version, op, other]).returncode == 0, \
-            f"{version} is not {op} {other}"
     # the same series give the same entry (its date is the newest patch's)
     tools("deb_add_changelog", str(again))
     assert (again / "debian/changelog").read_text() == changelog
+    if shutil.which("dpkg") is None:   # a host of another distribution
+        pytest.skip("dpkg is not installed: the version order is not checked")
+    for op, other in (("gt", DEBIAN_VERSION), ("lt", "0.16.0-4"), ("lt", "0.16.1-1")):
+        assert subprocess.run(["dpkg", "--compare-versions", version, op, other]).returncode == 0, \
+            f"{version} is not {op} {other}"
 
 
 # -- the packages, built on first use (--extended) ---------------------------
