@@ -19,9 +19,9 @@ int sid_display_keep_buffer(sid_server *srv, int display, char *err,
     if (!d) {
         return SID_ERR_ARG;
     }
-    g_mutex_lock(&srv->lock);
+    pthread_mutex_lock(&srv->lock);
     d->keep_guest = true;
-    g_mutex_unlock(&srv->lock);
+    pthread_mutex_unlock(&srv->lock);
     return SID_OK;
 }
 
@@ -50,7 +50,7 @@ int sid_display_paint(sid_server *srv, int display, const uint32_t *rects,
         return SID_ERR_ARG;
     }
     int ret = SID_OK;
-    g_mutex_lock(&srv->lock);
+    pthread_mutex_lock(&srv->lock);
     struct stat st;
     if (d->rewrite_fd < 0 || !d->keep_guest) {
         sid_set_err(err, errlen, "display %d: no kept buffer (keep_buffer, then"
@@ -73,6 +73,6 @@ int sid_display_paint(sid_server *srv, int display, const uint32_t *rects,
             munmap(map, (size_t)st.st_size);
         }
     }
-    g_mutex_unlock(&srv->lock);
+    pthread_mutex_unlock(&srv->lock);
     return ret;
 }

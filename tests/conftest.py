@@ -16,7 +16,13 @@ Long runs: tests do not read `--extended` themselves; they take the
 The core series alone: a test that needs no more than spice_patch/core
 carries the `core_series` marker; with --extended its `variant` also takes
 "core" (spice-server with that series alone, built on its first use, as
-the sanitizer variants are), where it expects what patched does."""
+the sanitizer variants are), where it expects what patched does.
+The package: a test that proves the packaged library (the idle VM's
+picture, the second and the reconnecting client, completions exactly once,
+Debian's QEMU) carries the `packaged` marker; with --extended its `variant`
+also takes "deb" (libspice-server.so.1 of ./run deb's libspice-server1,
+extracted with dpkg -x; the packages are built on first use), where it
+expects what patched does."""
 from __future__ import annotations
 
 import os
@@ -30,7 +36,7 @@ from hypothesis import HealthCheck, settings
 from spice_initial_draw import Client, Server
 from spice_initial_draw.errors import ServerCrashed
 from spice_initial_draw.events import EventKind
-from spice_initial_draw.testing import CORE_VARIANT, VARIANTS
+from spice_initial_draw.testing import CORE_VARIANT, DEB_VARIANT, VARIANTS
 from spice_initial_draw.testing.assertions import stream_evidence
 
 # the project's top: ./run sets SID_TOP
@@ -76,21 +82,30 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "core_series: the test needs only the core series (spice_patch/core); "
                    "with --extended it also runs on the core variant, built on first use")
+    config.addinivalue_line(
+        "markers", "packaged: one of the scenarios the Debian package is proven with; "
+                   "with --extended it also runs on the deb variant (./run deb's "
+                   "libspice-server1), built on first use")
 
 
 # runs of a test that takes a `repeat` parameter, and with --extended
 REPEATS, EXTENDED_REPEATS = 1, 5
+# the variants a test also runs on with --extended, by its marker
+EXTENDED_VARIANTS = {"core_series": CORE_VARIANT, "packaged": DEB_VARIANT}
+# the variants built on their first use in a session (build_variant)
+ON_DEMAND_VARIANTS = (CORE_VARIANT, DEB_VARIANT)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # the fixture `variant`: stock and patched, and with --extended core too
-    # for a test marked core_series; unless the test parametrizes it itself
+    # for a test marked core_series, deb for one marked packaged; unless the
+    # test parametrizes it itself
     if "variant" in metafunc.fixturenames and not any(
             "variant" in m.args[0] for m in metafunc.definition.iter_markers("parametrize")):
-        core = (is_extended(metafunc.config)
-                and metafunc.definition.get_closest_marker("core_series") is not None)
-        metafunc.parametrize("variant", [*VARIANTS, *([CORE_VARIANT] if core else [])],
-                             indirect=True)
+        more = [name for marker, name in EXTENDED_VARIANTS.items()
+                if is_extended(metafunc.config)
+                and metafunc.definition.get_closest_marker(marker) is not None]
+        metafunc.parametrize("variant", [*VARIANTS, *more], indirect=True)
     if "repeat" in metafunc.fixturenames:
         metafunc.parametrize("repeat", range(EXTENDED_REPEATS if is_extended(metafunc.config)
                                              else REPEATS))
@@ -124,10 +139,10 @@ def extended(request: pytest.FixtureRequest) -> bool:
 @pytest.fixture
 def variant(request: pytest.FixtureRequest) -> str:
     """The spice-server build the test runs on (its parameters:
-    pytest_generate_tests); the core variant is built on its first use
-    (build_variant)."""
-    if request.param == CORE_VARIANT:
-        request.getfixturevalue("build_variant")(CORE_VARIANT)
+    pytest_generate_tests); the core and deb variants are built on their
+    first use (build_variant)."""
+    if request.param in ON_DEMAND_VARIANTS:
+        request.getfixturevalue("build_variant")(request.param)
     return str(request.param)
 
 
@@ -228,7 +243,7 @@ def make_client(request: pytest.FixtureRequest, make_server: Callable[..., Serve
 @pytest.fixture(scope="session")
 def build_variant(request: pytest.FixtureRequest) -> Callable[[str], None]:
     """build_variant(NAME): make sure the on-demand variant NAME (a
-    sanitizer variant, or core) is built,
+    sanitizer variant, core, or deb: ./run deb's package) is built,
     building it on its first use in the session with the tools' entry point,
     ./run build --variant NAME (set-up leaves these variants out; meson
     rebuilds only what changed, so an up-to-date one takes a second). Its

@@ -104,6 +104,7 @@ def test_initial_frame_without_any_draw(make_server, make_client, variant,
 
 
 @pytest.mark.core_series   # one client: the initial frame itself
+@pytest.mark.packaged      # the idle VM's picture, every codec
 @pytest.mark.parametrize("codec", VIDEO_CODECS)
 def test_initial_frame_after_earlier_draw(make_server, make_client, variant,
                                           codec):
@@ -231,6 +232,7 @@ def test_only_the_new_client_gets_the_initial_frame(make_server, make_client,
 
 
 # -- point 3 -------------------------------------------------------------
+@pytest.mark.packaged      # completions exactly once
 @pytest.mark.parametrize("codec", ["mjpeg", "h264"])
 @pytest.mark.stock_defect("the server dies of SIGSEGV when a "
                           "client connects while another one streams",
@@ -287,6 +289,7 @@ def test_draws_complete_once_while_clients_come_and_go(make_server,
     completions_exact(srv)
 
 
+@pytest.mark.packaged      # completions exactly once: none for an initial frame
 def test_initial_frames_complete_nothing(make_server, make_client, variant):
     """Clients connect to a scanout the guest never drew: on the patched
     variant each gets an initial frame, and async_complete is never called

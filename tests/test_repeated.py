@@ -56,11 +56,15 @@ def late_frames(clients: list[Client]) -> list[str]:
 def repeat(request, variant: str, codec: str, scenario,
            env: dict[str, str] | None = None, runs: int = 10) -> None:
     """Run scenario(srv, clients) `runs` times (100 with --extended, once on
-    stock) on a fresh server each, with the failing run's evidence."""
+    stock; `runs` on deb) on a fresh server each, with the failing run's
+    evidence."""
     patched_runs = int(os.environ.get("SID_REPEATS")
                        or (100 if request.getfixturevalue("extended") else runs))
-    # stock fails the first run (stock_defect) or skips (patched_only)
-    runs = per_variant(variant, patched=patched_runs, stock=1)
+    # stock fails the first run (stock_defect) or skips (patched_only); deb
+    # is patched's source packaged: the default count proves the package,
+    # the long counts are patched's
+    runs = per_variant(variant, patched=patched_runs, stock=1,
+                       deb=int(os.environ.get("SID_REPEATS") or runs))
     for run in range(runs):
         srv = Server(codecs=f"gstreamer:{codec}", variant=variant, env=env)
         clients: list[Client] = []
@@ -98,6 +102,7 @@ def idle_vm(srv: Server) -> patterns.Image:
     return image
 
 
+@pytest.mark.packaged
 @pytest.mark.parametrize("codec", VIDEO_CODECS)
 @pytest.mark.stock_defect("no initial frame", raises=ScenarioFailed)
 def test_second_client_of_an_idle_vm_shows_it_every_time(request, variant, codec):
@@ -120,6 +125,7 @@ def test_second_client_of_an_idle_vm_shows_it_every_time(request, variant, codec
     repeat(request, variant, codec, scenario)
 
 
+@pytest.mark.packaged
 @pytest.mark.parametrize("codec", VIDEO_CODECS)
 @pytest.mark.stock_defect("no initial frame", raises=ScenarioFailed)
 def test_reconnecting_client_shows_the_idle_vm_every_time(request, variant, codec):

@@ -26,6 +26,7 @@ def test_server_listens_on_loopback(make_server, variant):
     assert started and started[0].a == srv.port
 
 
+@pytest.mark.packaged   # the deb variant loads the library dpkg -x extracted
 def test_variant_library_is_loaded(make_server, variant):
     srv = make_server(codecs="gstreamer:mjpeg", variant=variant)
     expected = variants.variant_library(variant)

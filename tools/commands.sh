@@ -73,6 +73,24 @@ run_install() {
     note "build against it with: PKG_CONFIG_PATH=$prefix/lib/pkgconfig pkg-config --cflags --libs spice-server"
 }
 
+# ./run deb: the Debian 13 packages of spice 0.16.0-3 with the series
+# (tools/deb.sh), in build/deb/; skipped when the series did not change since
+# they were built. Always in the Debian 13 root (./run enters it for deb,
+# also on a host that has the build's requirements). build/deb/ does not
+# depend on where the rest of build/ was made: no claim_build_dir.
+run_deb() {
+    [ $# = 0 ] || die "reading the deb options" "unknown argument '$1'" "use: ./run deb"
+    [ -n "${SID_IN_ROOT:-}" ] || die "building the packages" "./run deb builds in the Debian 13 root only" "run ./run deb as root"
+    mkdir -p "$BUILD/logs"
+    if [ -n "${SID_IN_DEB_BUILD_ROOT:-}" ]; then
+        deb_build
+        return
+    fi
+    deb_packages
+    step "deb: the packages are in $DEB_OUT:"
+    ls -l "$DEB_OUT"/*.deb | sed 's/^/    /'
+}
+
 run_info() {
     setup_all
     "$VENV/bin/python" -m spice_initial_draw info --patch-dir "$TOP/spice_patch"

@@ -46,6 +46,11 @@ exec_in_root() {
             export SID_EXTRA_BIND
         fi
     fi
+    # the cached layer of Debian's build dependencies (./run deb, and the deb
+    # variant of the tests)
+    SID_DEB_LAYER=$(deb_layer_dir)
+    mkdir -p "$SID_DEB_LAYER"
+    export SID_DEB_LAYER
     # A shared lock on the root's marker for as long as the run lasts: a run
     # that makes a newer root does not remove this one under it.
     exec 8<"$root/.sid-root-complete"

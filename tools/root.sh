@@ -24,6 +24,14 @@ root_dir() {
     echo "$SID_CACHE/debian13-$(root_key)"
 }
 
+# The cached upper layer of the root's overlay in which ./run deb builds,
+# with Debian's build dependencies of spice (tools/deb.sh): bound into the
+# root at DEB_LAYER, beside the root rather than in it (the root's package
+# list is its key), and kept as long as the root.
+deb_layer_dir() {
+    echo "$SID_CACHE/deb-build-$(root_key)"
+}
+
 # The Debian mirror the host's apt already uses: the root is made from the
 # same one, so no address is written into the project.
 host_debian_mirror() {
@@ -74,6 +82,12 @@ remove_other_roots() {
         note "removing the root of an older package list: $d"
         rm -rf --one-file-system "$d"
     done
+    for d in "$SID_CACHE"/deb-build-*; do
+        [ -d "$d" ] && [ "$d" != "$(deb_layer_dir)" ] || continue
+        if [ -e "$d/lock" ] && ! flock -n -x "$d/lock" true; then continue; fi
+        note "removing the package build layer of an older root: $d"
+        rm -rf --one-file-system "$d"
+    done
 }
 
 make_root() {
@@ -119,7 +133,7 @@ EOF
 
 ensure_root() {
     local dir
-    [ "$(id -u)" = 0 ] || die "checking the host" "the host lacks the build requirements and making a Debian 13 root needs root" \
+    [ "$(id -u)" = 0 ] || die "checking the host" "the host lacks the build requirements (or the command, ./run deb, builds in the Debian 13 root only), and the root needs root" \
         "run ./run as root, or install the requirements listed in README.md on the host"
     mkdir -p "$SID_CACHE"
     dir=$(root_dir)
@@ -140,7 +154,7 @@ ensure_root() {
 # in_root_ns ROOT CMD...: run CMD chrooted in ROOT, in a private mount namespace.
 in_root_ns() {
     local root=$1; shift
-    unshare -m --propagation private bash -c '
+    SID_DEB_LAYER_AT=$DEB_LAYER unshare -m --propagation private bash -c '
         set -e
         root=$1 top=$2; shift 2
         mount -t proc proc "$root/proc"
@@ -148,6 +162,10 @@ in_root_ns() {
         mount --rbind /sys "$root/sys"
         mkdir -p "$root$top"
         mount --bind "$top" "$root$top"
+        if [ -n "${SID_DEB_LAYER:-}" ]; then
+            mkdir -p "$root$SID_DEB_LAYER_AT"
+            mount --bind "$SID_DEB_LAYER" "$root$SID_DEB_LAYER_AT"
+        fi
         if [ -n "${SID_EXTRA_BIND:-}" ]; then
             mkdir -p "$root$SID_EXTRA_BIND"
             mount --bind "$SID_EXTRA_BIND" "$root$SID_EXTRA_BIND"

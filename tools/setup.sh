@@ -90,25 +90,35 @@ series_names() {
     done < "$TOP/spice_patch/series"
 }
 
-# The patches of the patched variant, comma-separated, as diff_files of
-# the wrap: the build fix, then each series of spice_patch/series in order
-# (spice_patch/DIR/PATCH, in the order of spice_patch/DIR/series). With
-# LAST (a series name), the series after it are left out: the core variant
-# is `patched_diff_files core`.
-patched_diff_files() {
-    local last=${1:-} files=(spice-0.16.0-meson-subproject.patch) dir p found=0 dirs
+# Every patch of the series, in order, one a line as DIR/PATCH: each series
+# of spice_patch/series in order, and in it the patches of its own series
+# file in order (the wraps' diff_files and the Debian packaging's
+# debian/patches both take this list). With LAST (a series name), the series
+# after it are left out.
+series_patches() {
+    local last=${1:-} dir p found=0 dirs
     dirs=$(series_names) || exit 1
     for dir in $dirs; do
         while read -r p; do
             [ -n "$p" ] && [ "${p:0:1}" != "#" ] || continue
             [ -e "$TOP/spice_patch/$dir/$p" ] || die "reading spice_patch/$dir/series" \
                 "it lists $p, which is not in spice_patch/$dir/" "fix spice_patch/$dir/series"
-            files+=("spice_patch/$dir/$p")
+            echo "$dir/$p"
         done < "$TOP/spice_patch/$dir/series"
         if [ "$dir" = "$last" ]; then found=1; break; fi
     done
     [ -z "$last" ] || [ "$found" = 1 ] || die "reading spice_patch/series" \
         "there is no series $last in it" "add spice_patch/$last and list it in spice_patch/series"
+}
+
+# The patches of the patched variant, comma-separated, as diff_files of
+# the wrap: the build fix, then spice_patch/DIR/PATCH for each of
+# series_patches. With LAST, up to that series: the core variant is
+# `patched_diff_files core`.
+patched_diff_files() {
+    local files=(spice-0.16.0-meson-subproject.patch) p list
+    list=$(series_patches "${1:-}") || exit 1
+    for p in $list; do files+=("spice_patch/$p"); done
     local IFS=,
     echo "${files[*]}" | sed 's/,/, /g'
 }
@@ -205,7 +215,7 @@ sanitizer_variant_names() {
 
 # Every variant set-up leaves out, built on demand (build_variant).
 lazy_variant_names() {
-    echo "$(sanitizer_variant_names) $CORE_SERIES"
+    echo "$(sanitizer_variant_names) $CORE_SERIES deb"
 }
 
 # The core variant: spice-server with the core series alone, configured as
@@ -234,6 +244,12 @@ build_core_variant() {
 # run uses them.
 build_variant() {
     local want=$1 entry name project sanitizer base
+    if [ "$want" = deb ]; then
+        # the packages of ./run deb, which builds in the Debian 13 root
+        if [ -n "${SID_IN_ROOT:-}" ]; then run_deb; else "$TOP/run" deb; fi
+        step "deb: built ($DEB_LIBRARY)"
+        return
+    fi
     if [ "$want" = "$CORE_SERIES" ]; then
         claim_build_dir
         mkdir -p "$BUILD/logs"
@@ -268,6 +284,7 @@ variant_libraries_option() {
         list+=",$name=$BUILD/$name/$LIBRARY_IN_BUILD"
     done
     list+=",$CORE_SERIES=$CORE_BUILD/$LIBRARY_IN_BUILD"
+    list+=",deb=$DEB_LIBRARY"
     echo "$list"
 }
 

@@ -65,10 +65,10 @@ def variant_library(variant: str) -> str:
     if variant in libs:
         path = libs[variant]
         if not os.path.exists(path):
-            # the sanitizer variants and core are built on demand only
+            # the sanitizer variants, core and deb are built on demand only
             how = (f"./run build --variant {variant} builds it (the tests "
                    "that use it build it themselves)"
-                   if variant.endswith(("-asan", "-tsan")) or variant == "core"
+                   if variant.endswith(("-asan", "-tsan")) or variant in ("core", "deb")
                    else "./run build builds it")
             raise VariantError(
                 f"spice-server variant {variant!r}: {path} does not exist; {how}")

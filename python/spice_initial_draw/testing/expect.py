@@ -23,7 +23,7 @@ from spice_initial_draw.events import EventKind
 from spice_initial_draw.frames import Frame
 from spice_initial_draw.patterns import Image
 
-from . import CORE_VARIANT, FRAME_TIMEOUT, INITIAL_FRAME_WINDOW, NO_FRAME_WINDOW, VARIANTS
+from . import CORE_VARIANT, DEB_VARIANT, FRAME_TIMEOUT, INITIAL_FRAME_WINDOW, NO_FRAME_WINDOW, VARIANTS
 from .assertions import (
     connect_showing,
     initial_picture,
@@ -40,17 +40,20 @@ T = TypeVar("T")
 def is_stock(variant: str) -> bool:
     """Whether `variant` is stock 0.16.0 (its sanitizer builds included:
     stock-asan, stock-tsan); the core variant is not (the tests that run on
-    it need only the core series); an unknown name is an error, not
-    patched."""
+    it need only the core series), nor the deb one (every series, packaged);
+    an unknown name is an error, not patched."""
     base = variant.split("-")[0]
-    if base not in (*VARIANTS, CORE_VARIANT):
+    if base not in (*VARIANTS, CORE_VARIANT, DEB_VARIANT):
         raise ValueError(f"unknown variant {variant!r}")
     return base == "stock"
 
 
-def per_variant(variant: str, *, patched: T, stock: T) -> T:
+def per_variant(variant: str, *, patched: T, stock: T, deb: T | None = None) -> T:
     """A parameter that differs by variant (a timeout, a repeat count, a
-    flag): the caller's comment says why."""
+    flag): the caller's comment says why.  `deb`, when given, is the deb
+    variant's (else it takes patched's)."""
+    if deb is not None and variant == DEB_VARIANT:
+        return deb
     return stock if is_stock(variant) else patched
 
 
