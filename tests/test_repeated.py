@@ -2,15 +2,15 @@
 pass.  Each scenario runs 10 times per codec (100 with --extended,
 SID_REPEATS=N to choose) on 1080p, the storm of 16 clients 3 times (48 new
 clients), and every new client must show the guest's current picture.  spice-gtk
-drops a late MJPEG frame, and a dropped lone frame left the client black: the
-playback margin (core 9) covers what the server measures (round trip,
-transfer), and a frame the client still reports late (it read it late:
-busy, or decoding the previous frame; 0 to 5 of 10 runs here on 2 cores)
-is sent again (core 13).  Each new client must show the picture at once
+drops a late MJPEG frame, and a dropped lone frame left the client black: a
+standalone frame (initial, refresh) is stamped with the time the client
+needs to receive it (core 10: round trip, transfer at the encoder's bit
+rate).  Each new client must show the picture at once
 (testing.assertions.initial_picture: by the initial frame or the one
 refresh, within INITIAL_FRAME_WINDOW), and a frame that reached a client
-too late fails the run.  A burst of back-to-back draws must end on its last picture, with
-no frame dropped on playback (core 15).
+too late fails the run (live frames of guest draws excepted: they carry
+the time they are sent at, as on stock).  A burst of back-to-back draws
+must end on its last picture (core 10's idle refresh).
 A failure prints what the server and the clients logged about the stream.
 On stock the scenarios that need an initial frame fail (no frame within
 NO_FRAME_WINDOW): run once, strict xfail; the two that do not exist on stock
@@ -54,10 +54,15 @@ def late_frames(clients: list[Client]) -> list[str]:
 
 
 def repeat(request, variant: str, codec: str, scenario,
-           env: dict[str, str] | None = None, runs: int = 10) -> None:
+           env: dict[str, str] | None = None, runs: int = 10,
+           live_clients: int = 0) -> None:
     """Run scenario(srv, clients) `runs` times (100 with --extended, once on
     stock; `runs` on deb) on a fresh server each, with the failing run's
-    evidence."""
+    evidence.  A frame that reached a client too late fails the run, but
+    for the first `live_clients` clients, which get live frames of guest
+    draws: those carry the time they are sent at, as on stock, and which
+    of them spice-gtk drops is its real-time choice (issue 26); the
+    scenario checks the picture such a client ends on."""
     patched_runs = int(os.environ.get("SID_REPEATS")
                        or (100 if request.getfixturevalue("extended") else runs))
     # stock fails the first run (stock_defect) or skips (patched_only); deb
@@ -73,7 +78,7 @@ def repeat(request, variant: str, codec: str, scenario,
             scenario(srv, clients)
             fatal = srv.events(EventKind.FATAL)
             assert not fatal, f"fatal shim errors: {fatal}"
-            late = late_frames(clients)
+            late = late_frames(clients[live_clients:])
             if late:
                 raise ScenarioFailed(f"{len(late)} frame(s) reached a client too late: "
                                      f"{late[:3]}")
@@ -122,7 +127,7 @@ def test_second_client_of_an_idle_vm_shows_it_every_time(request, variant, codec
         initial_frame_needed(clients[1], image, variant, "second client", ScenarioFailed)
         assert_shows(clients[0].frame(), image)
 
-    repeat(request, variant, codec, scenario)
+    repeat(request, variant, codec, scenario, live_clients=1)
 
 
 @pytest.mark.packaged
@@ -164,7 +169,7 @@ def test_draw_right_after_the_initial_frame_is_the_picture_shown(request, varian
         except AssertionError as e:
             raise ScenarioFailed(f"the client went back to an older picture: {e}") from None
 
-    repeat(request, variant, codec, scenario)
+    repeat(request, variant, codec, scenario, live_clients=1)
 
 
 # 3 storms of 16 connect 48 new clients, more than 10 storms of 4 do
@@ -190,18 +195,17 @@ def test_connect_storm_every_client_shows_the_idle_vm(request, variant, codec, c
 BURST_DRAWS = 40
 
 
-@pytest.mark.patched_only("stock stamps frames as they are sent: no playback queue")
+@pytest.mark.patched_only("stock ends on the last draw only by chance: nothing "
+                          "refreshes a last frame it dropped or its client dropped")
 def test_burst_of_draws_ends_on_the_last_one(request, variant):
     """A guest that draws faster than the display refreshes (QEMU before
-    10.1 does not coalesce): spice-gtk decodes an MJPEG frame at its
-    mm-time and drops the next one if that passed meanwhile ("rendering
-    too late"), after it reported the frame on time.  Patched keeps the GL
-    stream to its frame rate (core 15): no frame is dropped on playback
-    and the client ends on the last draw.  Before core 15 the frames, stamped
-    with a playback margin (core 9) but as close as the draws, were dropped
-    on playback about twice per 100 draws, and the last one in 1 of 20
-    runs of test_completion's 100 draws.  Patched only: stock stamps
-    frames as they are sent, so none waits in the client's queue."""
+    10.1 does not coalesce): live frames carry the time they are sent at
+    (as on stock), so spice-gtk may drop some MJPEG frames on playback
+    ("rendering too late") and rate control may drop others: that is the
+    client's real-time choice.  What must be right is the picture it ends
+    on: once the guest is idle, patched refreshes a client whose last frame
+    may not be shown (core 10), so the client ends on the last draw every
+    time.  Stock loses such a last frame for good."""
     w, h = 320, 180   # small frames: draws follow each other within a frame period
 
     def scenario(srv: Server, clients: list[Client]) -> None:
@@ -217,8 +221,5 @@ def test_burst_of_draws_ends_on_the_last_one(request, variant):
             d.scanout(last)
             d.draw().wait(FRAME_TIMEOUT)
         check_client(cli, last, f"after {BURST_DRAWS} back-to-back draws")
-        dropped = [t for t in late_frames(clients) if "rendering too late" in t]
-        if dropped:
-            raise ScenarioFailed(f"{len(dropped)} frame(s) dropped on playback: {dropped[0]}")
 
-    repeat(request, variant, "mjpeg", scenario)
+    repeat(request, variant, "mjpeg", scenario, live_clients=1)

@@ -219,11 +219,12 @@ def dropped_draw_is_sent_again(dropped: int, draws: int, cli: Client, last: Imag
 
 def ends_on_the_last_draw(ends: bool, variant: str, message: str) -> None:
     """After back-to-back draws, whether the client's last decoded frame
-    shows the last draw (`ends`): always on patched, which holds a draw
-    whose frame the encoder dropped until it is encoded (core 14), and
-    keeps the stream to its frame rate (core 15).  Stock drops such a
-    frame for good and completes the draw, so whether the last draw is
-    the last frame is chance there: nothing is asserted on stock."""
+    shows the last draw (`ends`): always on patched, which refreshes a
+    client whose last frame may not be shown once the guest is idle (core
+    10: rate control dropped it, the client may drop a late MJPEG frame or
+    hold an H.264 one).  Stock loses such a frame for good, so whether the
+    last draw is the last frame is chance there: nothing is asserted on
+    stock."""
     if is_stock(variant):
         return
     assert ends, message
