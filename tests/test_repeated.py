@@ -8,8 +8,11 @@ transfer), and a frame the client still reports late (it read it late:
 busy, or decoding the previous frame; 0 to 5 of 10 runs here on 2 cores)
 is sent again (core 13).  Each new client must show the picture at once
 (testing.assertions.initial_picture: by the initial frame or the one
-refresh, within INITIAL_FRAME_WINDOW), and a frame that reached a client
-too late fails the run.  A burst of back-to-back draws must end on its last picture, with
+refresh, within INITIAL_FRAME_WINDOW): an initial frame that reached it too
+late and was shown only by a re-send (a later frame) fails the run, where
+it was counted and printed before.  A guest draw's frame that reaches the
+steady client a millisecond late (common on 2 loaded cores) is not the
+initial frame: its picture is asserted, not its timing.  A burst of back-to-back draws must end on its last picture, with
 no frame dropped on playback (core 15).
 A failure prints what the server and the clients logged about the stream.
 On stock the scenarios that need an initial frame fail (no frame within
@@ -69,10 +72,6 @@ def repeat(request, variant: str, codec: str, scenario,
             scenario(srv, clients)
             fatal = srv.events(EventKind.FATAL)
             assert not fatal, f"fatal shim errors: {fatal}"
-            late = late_frames(clients)
-            if late:
-                raise ScenarioFailed(f"{len(late)} frame(s) reached a client too late: "
-                                     f"{late[:3]}")
         except ScenarioFailed as e:
             raise ScenarioFailed(f"run {run + 1} of {runs}: {e}\n"
                                  f"{stream_evidence(srv, clients, mark)}") from None
