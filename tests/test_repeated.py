@@ -7,10 +7,12 @@ standalone frame (initial, refresh) is stamped with the time the client
 needs to receive it (core 10: round trip, transfer at the encoder's bit
 rate).  Each new client must show the picture at once
 (testing.assertions.initial_picture: by the initial frame or the one
-refresh, within INITIAL_FRAME_WINDOW), and a frame that reached a client
-too late fails the run (live frames of guest draws excepted: they carry
-the time they are sent at, as on stock).  A burst of back-to-back draws
-must end on its last picture (core 10's idle refresh).
+refresh, within INITIAL_FRAME_WINDOW): an initial frame that reached it too
+late and was shown only by a later frame fails the run.  A guest draw's
+frame is a live frame: it carries the time it is sent at, as on stock, and
+whether spice-gtk drops it as late is its real-time choice (issue 26): its
+picture is asserted, not its timing.  A burst of back-to-back draws must
+end on its last picture (core 10's idle refresh).
 A failure prints what the server and the clients logged about the stream.
 On stock the scenarios that need an initial frame fail (no frame within
 NO_FRAME_WINDOW): run once, strict xfail; the two that do not exist on stock
@@ -54,15 +56,10 @@ def late_frames(clients: list[Client]) -> list[str]:
 
 
 def repeat(request, variant: str, codec: str, scenario,
-           env: dict[str, str] | None = None, runs: int = 10,
-           live_clients: int = 0) -> None:
+           env: dict[str, str] | None = None, runs: int = 10) -> None:
     """Run scenario(srv, clients) `runs` times (100 with --extended, once on
     stock; `runs` on deb) on a fresh server each, with the failing run's
-    evidence.  A frame that reached a client too late fails the run, but
-    for the first `live_clients` clients, which get live frames of guest
-    draws: those carry the time they are sent at, as on stock, and which
-    of them spice-gtk drops is its real-time choice (issue 26); the
-    scenario checks the picture such a client ends on."""
+    evidence."""
     patched_runs = int(os.environ.get("SID_REPEATS")
                        or (100 if request.getfixturevalue("extended") else runs))
     # stock fails the first run (stock_defect) or skips (patched_only); deb
@@ -78,10 +75,6 @@ def repeat(request, variant: str, codec: str, scenario,
             scenario(srv, clients)
             fatal = srv.events(EventKind.FATAL)
             assert not fatal, f"fatal shim errors: {fatal}"
-            late = late_frames(clients[live_clients:])
-            if late:
-                raise ScenarioFailed(f"{len(late)} frame(s) reached a client too late: "
-                                     f"{late[:3]}")
         except ScenarioFailed as e:
             raise ScenarioFailed(f"run {run + 1} of {runs}: {e}\n"
                                  f"{stream_evidence(srv, clients, mark)}") from None
@@ -127,7 +120,7 @@ def test_second_client_of_an_idle_vm_shows_it_every_time(request, variant, codec
         initial_frame_needed(clients[1], image, variant, "second client", ScenarioFailed)
         assert_shows(clients[0].frame(), image)
 
-    repeat(request, variant, codec, scenario, live_clients=1)
+    repeat(request, variant, codec, scenario)
 
 
 @pytest.mark.packaged
@@ -169,7 +162,7 @@ def test_draw_right_after_the_initial_frame_is_the_picture_shown(request, varian
         except AssertionError as e:
             raise ScenarioFailed(f"the client went back to an older picture: {e}") from None
 
-    repeat(request, variant, codec, scenario, live_clients=1)
+    repeat(request, variant, codec, scenario)
 
 
 # 3 storms of 16 connect 48 new clients, more than 10 storms of 4 do
@@ -222,4 +215,4 @@ def test_burst_of_draws_ends_on_the_last_one(request, variant):
             d.draw().wait(FRAME_TIMEOUT)
         check_client(cli, last, f"after {BURST_DRAWS} back-to-back draws")
 
-    repeat(request, variant, "mjpeg", scenario, live_clients=1)
+    repeat(request, variant, "mjpeg", scenario)
