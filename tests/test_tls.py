@@ -154,7 +154,7 @@ def test_refused_attempt_changes_nothing_for_others(make_server, make_client, va
 
 
 # a good client's TLS connect, from spice_session_connect to its display
-# channel open (measured about 0.1 s here on loopback, ~0.5 s under load):
+# channel open (measured 0.04-0.06 s on loopback with 2 loaded cores):
 # a peer that held spice-server's main loop for longer would show here
 CONNECT_BOUND = 2.0
 
