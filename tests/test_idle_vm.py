@@ -8,7 +8,10 @@ import pytest
 from spice_initial_draw import patterns
 from spice_initial_draw.testing import FRAME_TIMEOUT, INITIAL_FRAME_WINDOW, NO_FRAME_WINDOW
 from spice_initial_draw.testing.assertions import wait_shows
-from spice_initial_draw.testing.expect import shows_initial_frame_or_nothing
+from spice_initial_draw.testing.expect import (
+    shows_initial_frame_or_nothing,
+    stock_may_die_when_its_replaced_client_goes,
+)
 
 CODECS = ("mjpeg", "vp8")
 
@@ -47,3 +50,4 @@ def test_second_client_of_idle_vm(make_server, make_client, variant, codec):
     shows_initial_frame_or_nothing(second, image, variant, INITIAL_FRAME_WINDOW, NO_FRAME_WINDOW)
     # the first client is still fine
     wait_shows(first, image)
+    stock_may_die_when_its_replaced_client_goes(srv, variant)
