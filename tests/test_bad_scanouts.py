@@ -11,12 +11,17 @@ message), so a change of stock behaviour is noticed too.
 """
 from __future__ import annotations
 
+import fcntl
+import os
 import time
+from collections.abc import Iterator
 
 import pytest
 
+from spice_initial_draw.drm import DRM_FORMAT_NV12
 from spice_initial_draw.errors import ServerCrashed
 from spice_initial_draw.events import EventKind
+from spice_initial_draw.races import RaceKind, Races
 from spice_initial_draw.testing import FRAME_TIMEOUT, INITIAL_FRAME_WINDOW, NO_FRAME_WINDOW
 from spice_initial_draw.testing.assertions import connect_showing
 from spice_initial_draw.testing.bad_scanouts import (
@@ -27,6 +32,8 @@ from spice_initial_draw.testing.bad_scanouts import (
     HANG,
     NO_WARNING,
     NOT_SHOWN,
+    PLANES_5,
+    STRIDE,
     BadScanout,
     H,
     W,
@@ -178,3 +185,108 @@ def test_scanout_disable_with_no_client_then_a_new_client(make_server, make_clie
     d.scanout(GOOD_IMAGES[0])
     connect_showing(srv, second, GOOD_IMAGES[0])
     assert srv.alive()
+
+
+# -- hardening 1: every fd of a refused scanout closed; no fcntl() probe ----
+# the memfd behind Display.scanout_raw()'s "memfd" planes, display 0
+RAW_MEMFD = "sid-scanout-d0-raw"
+
+
+def _raw(planes: list) -> dict:
+    return dict(width=W, height=H, stride=STRIDE, data=GOOD_IMAGES[0].data,
+                scanout2=True, planes=planes)
+
+
+def _raw_inodes(srv) -> dict[int, int]:
+    """The raw scanouts' fds the server process holds: {fd: inode}."""
+    out = {}
+    for fd in srv.memfds(RAW_MEMFD):
+        try:
+            out[fd] = os.stat(f"/proc/{srv.pid}/fd/{fd}").st_ino
+        except OSError:     # closed meanwhile
+            continue
+    return out
+
+
+class FdsLeaked(AssertionError):
+    """fds of a refused scanout stayed open in the server process."""
+
+
+@pytest.mark.stock_defect("spice_return_if_fail(num_planes <= 4) is a spice_critical, "
+                          "which aborts QEMU's process (SIGABRT)", raises=ServerCrashed)
+def test_scanout_with_5_planes_has_every_fd_closed(make_server, variant):
+    """spice_qxl_gl_scanout2 with 5 planes, each a dup() of one memfd that
+    spice owns: the server refuses it and has closed all five before the
+    call returns (hardening 1); the previous scanout's fds go too, once
+    the worker takes the disable the refusal makes.  Control: a 4-plane
+    scanout of the same kind is held, its four fds seen in
+    /proc/PID/fd (so the count sees the server's fds).  The two memfds
+    are told apart by inode."""
+    srv = make_server(codecs="gstreamer:mjpeg", variant=variant)
+    d = srv.display(0)
+    d.scanout_raw(**_raw(PLANES_5[:4]))
+    held = _raw_inodes(srv)
+    assert len(held) == 4 and len(set(held.values())) == 1, \
+        f"a 4-plane scanout: the server holds {held}, not 4 fds of one memfd"
+    mark = srv.output_mark()
+    try:
+        d.scanout_raw(**_raw(PLANES_5))
+    except ServerCrashed as e:
+        assert e.signal_name == "SIGABRT", f"{variant}: {e}"
+        srv.expect_death(f"{variant}: 5 planes abort the process")
+        raise
+    left = {fd: ino for fd, ino in _raw_inodes(srv).items()
+            if ino not in held.values()}
+    if left:
+        raise FdsLeaked(f"{len(left)} fds of the refused 5-plane scanout still open "
+                        f"after the call: {left}")
+    assert len(warnings_naming(srv.output(mark), r"invalid GL scanout: 5 planes, "
+                                                 r"at most 4 are supported")) == 1, \
+        srv.output(mark)
+    deadline = time.monotonic() + FRAME_TIMEOUT
+    while _raw_inodes(srv) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _raw_inodes(srv), \
+        f"the 4-plane scanout's fds outlived the disable: {srv.memfds(RAW_MEMFD)}"
+    assert srv.alive()
+
+
+@pytest.fixture
+def races() -> Iterator[Races]:
+    with Races() as r:
+        yield r
+
+
+def test_scanout_does_not_probe_fds_with_fcntl(make_server, variant, races):
+    """spice_qxl_gl_scanout{,2} make no fcntl() call, on any fd, during
+    the call on QEMU's thread (hardening 1 trusts QEMU's fds and does not
+    probe them; stock 0.16.0 never did): a good 1-plane scanout, a 2-plane
+    NV12 scanout2 with a memfd per plane, a raw 1-plane scanout2, fd -1
+    with a size, and both of QEMU's disables.  The race library's fcntl
+    and fcntl64 (csrc/races) record every call made inside a scanout call.
+    Control: they see the shim's fcntl(F_DUPFD_CLOEXEC) of each scanout's
+    buffer, the inode spice is then given (the shim, like libspice-server,
+    is loaded after the race library)."""
+    srv = make_server(codecs="gstreamer:mjpeg", variant=variant, env=races.env())
+    races.attach(srv)
+    d = srv.display(0)
+    d.scanout(GOOD_IMAGES[0])
+    nv12 = bytes(W * H) + bytes([128]) * (W * H // 2)
+    d.scanout_planes(nv12, W, H, offsets=[0, W * H], strides=[W, W],
+                     fourcc=DRM_FORMAT_NV12, separate_fds=True)
+    d.scanout_raw(**_raw(PLANES_5[:1]))
+    d.scanout_raw(width=W, height=H, stride=STRIDE, fd=-1)
+    d.scanout_disable(qemu_10_1=False)
+    d.scanout_disable(qemu_10_1=True)
+    d.scanout(GOOD_IMAGES[1])
+    assert srv.alive()
+    events = races.events()
+    given = [e for e in events if e.kind == RaceKind.GIVEN]
+    fcntls = [e for e in events if e.kind == RaceKind.FCNTL]
+    dups = {e.ino for e in fcntls if not e.ino2 and e.fd2 == fcntl.F_DUPFD_CLOEXEC}
+    assert len(given) == 5 and {e.ino for e in given} <= dups, (
+        "control: the shim's dup of each scanout buffer was not seen\n"
+        + "\n".join(str(e) for e in given + fcntls))
+    probes = [e for e in fcntls if e.ino2]
+    assert not probes, (f"{variant}: fcntl() inside spice_qxl_gl_scanout{{,2}}, on "
+                        "QEMU's thread:\n" + "\n".join(str(e) for e in probes))
