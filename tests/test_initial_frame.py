@@ -317,10 +317,12 @@ def test_initial_frames_complete_nothing(make_server, make_client, variant):
 # how the GL stream came to exist before the first client left
 GL_STREAM_FROM = [
     pytest.param("a-guest-draw", marks=pytest.mark.stock_defect(
-        "the server dies of SIGSEGV in ~StreamCreateDestroyItem: the new client's "
-        "codec preference, handled while its display channel waits for its init, "
-        "stops the GL stream and queues a STREAM_DESTROY on the stream agent never "
-        "made for that client (agent->dcc null)", raises=ServerCrashed)),
+        "the server dies of SIGSEGV on its worker thread: the new client's codec "
+        "preference, handled while its display channel waits for its init, stops "
+        "the GL stream and queues a STREAM_CLIP and a STREAM_DESTROY on the stream "
+        "agent never made for that client; once sent, ~VideoStreamClipItem "
+        "dereferences its null agent->dcc (stock-asan: video-stream.cpp:163; "
+        "~StreamCreateDestroyItem has the same dereference)", raises=ServerCrashed)),
     pytest.param("the-initial-frame", marks=pytest.mark.patched_only(
         "stock sends no initial frame: an idle VM has no GL stream there")),
 ]
@@ -350,7 +352,8 @@ def test_reconnect_with_a_codec_preference_once_a_gl_stream_exists(
     B shows the picture at once (its initial frame, no guest draw since
     it connected) and the server lives: on the core series alone as with
     every series (core 7 sends stream messages only to clients that know
-    the stream).  Stock 0.16.0 dies of SIGSEGV (3 of 3 runs here)."""
+    the stream).  Stock 0.16.0 dies of SIGSEGV (every run here: 3 of 3
+    by hand, and stock-asan shows where)."""
     srv = make_server(codecs="gstreamer:mjpeg", variant=variant)
     d = srv.display(0)
     image = patterns.quadrants(640, 480)
