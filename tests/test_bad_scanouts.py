@@ -8,6 +8,12 @@ shown.
 The patched variant must do all of it.  On stock, the test asserts what
 stock 0.16.0 does instead (STOCK_DEFECTS, each a defect named in the
 message), so a change of stock behaviour is noticed too.
+
+QEMU's own disables (fd -1 with 0x0; QEMU 10.1's spice_qxl_gl_scanout2
+with 0 planes) are not bad input: test_scanout_disable_* (silent, the draw
+completed once, the GL stream stopped, the next scanout shown).  Hardening
+1 closes every fd of a scanout it refuses (5 planes) before the call
+returns, and probes no fd with fcntl() on QEMU's thread.
 """
 from __future__ import annotations
 
@@ -221,7 +227,8 @@ def test_scanout_with_5_planes_has_every_fd_closed(make_server, variant):
     the worker takes the disable the refusal makes.  Control: a 4-plane
     scanout of the same kind is held, its four fds seen in
     /proc/PID/fd (so the count sees the server's fds).  The two memfds
-    are told apart by inode."""
+    are told apart by inode.  Checked against the old close loop (planes
+    0 to 3 only): the fifth fd is reported."""
     srv = make_server(codecs="gstreamer:mjpeg", variant=variant)
     d = srv.display(0)
     d.scanout_raw(**_raw(PLANES_5[:4]))
@@ -266,7 +273,9 @@ def test_scanout_does_not_probe_fds_with_fcntl(make_server, variant, races):
     and fcntl64 (csrc/races) record every call made inside a scanout call.
     Control: they see the shim's fcntl(F_DUPFD_CLOEXEC) of each scanout's
     buffer, the inode spice is then given (the shim, like libspice-server,
-    is loaded after the race library)."""
+    is loaded after the race library).  Checked against the old probe
+    (fcntl(fd, F_GETFD) per plane put back in red-qxl.cpp): six calls
+    reported."""
     srv = make_server(codecs="gstreamer:mjpeg", variant=variant, env=races.env())
     races.attach(srv)
     d = srv.display(0)
@@ -289,4 +298,6 @@ def test_scanout_does_not_probe_fds_with_fcntl(make_server, variant, races):
         + "\n".join(str(e) for e in given + fcntls))
     probes = [e for e in fcntls if e.ino2]
     assert not probes, (f"{variant}: fcntl() inside spice_qxl_gl_scanout{{,2}}, on "
-                        "QEMU's thread:\n" + "\n".join(str(e) for e in probes))
+                        "QEMU's thread:\n" + "\n".join(
+                            f"  fd {e.fd} (inode {e.ino}), cmd {e.fd2}, [{e.thread}]"
+                            for e in probes))
