@@ -33,7 +33,12 @@ from spice_initial_draw.testing import (
     NO_FRAME_WINDOW,
     VIDEO_CODECS,
 )
-from spice_initial_draw.testing.assertions import connect_showing, stream_evidence, wait_shows
+from spice_initial_draw.testing.assertions import (
+    connect_showing,
+    initial_picture,
+    stream_evidence,
+    wait_shows,
+)
 from spice_initial_draw.testing.expect import (
     every_connect_gets_an_initial_frame,
     newcomers_got_initial_frames,
@@ -305,3 +310,72 @@ def test_initial_frames_complete_nothing(make_server, make_client, variant):
     time.sleep(1.0)
     assert not srv.events(EventKind.DRAW_DONE)
     assert not srv.fatal_errors(), [str(e) for e in srv.fatal_errors()]
+
+
+# -- the review's defect 3 (issue 26, point 5): a reconnecting client's codec
+# preference once a GL stream exists, on the core series alone too ---------
+# how the GL stream came to exist before the first client left
+GL_STREAM_FROM = [
+    pytest.param("a-guest-draw", marks=pytest.mark.stock_defect(
+        "the server dies of SIGSEGV on its worker thread: the new client's codec "
+        "preference, handled while its display channel waits for its init, stops "
+        "the GL stream and queues a STREAM_CLIP and a STREAM_DESTROY on the stream "
+        "agent never made for that client; once sent, ~VideoStreamClipItem "
+        "dereferences its null agent->dcc (stock-asan: video-stream.cpp:163; "
+        "~StreamCreateDestroyItem has the same dereference)", raises=ServerCrashed)),
+    pytest.param("the-initial-frame", marks=pytest.mark.patched_only(
+        "stock sends no initial frame: an idle VM has no GL stream there")),
+]
+
+
+def alive_or_segv(srv) -> None:
+    """ServerCrashed if the server died, of SIGSEGV (stock's crash here);
+    another death is a different failure."""
+    try:
+        srv.check_alive()
+    except ServerCrashed as e:
+        assert e.signal_name == "SIGSEGV", e
+        raise
+
+
+@pytest.mark.core_series   # core 7: stream messages only to clients that know the stream
+@pytest.mark.parametrize("stream_from", GL_STREAM_FROM)
+def test_reconnect_with_a_codec_preference_once_a_gl_stream_exists(
+        make_server, make_client, variant, stream_from):
+    """Client A (mjpeg) connects to a VM with a GL scanout: its GL stream
+    is made by a guest draw, or on the idle VM by the initial frame (core
+    9), and outlives A, which leaves.  Client B connects with a preferred
+    video codec: spice-gtk sends PREFERRED_VIDEO_CODEC_TYPE right after
+    its DISPLAY_INIT, and spice-server handles both in the display
+    channel's wait for its init, before it made B's stream agents; the
+    preference stops every stream (video_stream_detach_and_stop()).
+    B shows the picture at once (its initial frame, no guest draw since
+    it connected) and the server lives: on the core series alone as with
+    every series (core 7 sends stream messages only to clients that know
+    the stream).  Stock 0.16.0 dies of SIGSEGV (every run here: 3 of 3
+    by hand, and stock-asan shows where)."""
+    srv = make_server(codecs="gstreamer:mjpeg", variant=variant)
+    d = srv.display(0)
+    image = patterns.quadrants(640, 480)
+    d.scanout(image)
+    a = make_client(srv, "mjpeg")
+    if stream_from == "a-guest-draw":
+        # set-up, not the verdict: stock drops a late MJPEG frame for good,
+        # so a guest keeps drawing there
+        connect_showing(srv, a, image, draws=3)
+    else:
+        initial_picture(a, image, INITIAL_FRAME_WINDOW)
+    n_draws = len(srv.events(EventKind.DRAW))
+    a.close()
+    b = make_client(srv, "mjpeg")
+    b.wait_ready()
+    assert [e.info for e in b.events("preferred-codec")] == [{"codec": "mjpeg", "ok": True}]
+    try:
+        initial_picture(b, image, INITIAL_FRAME_WINDOW)
+    finally:
+        alive_or_segv(srv)    # a crash is the verdict, not the missing picture
+    time.sleep(0.5)           # the stopped stream's items are sent and freed
+    alive_or_segv(srv)
+    assert len(srv.events(EventKind.DRAW)) == n_draws
+    completions_exact(srv)
+    assert not b.events("session-closed")

@@ -9,7 +9,9 @@ import time
 import pytest
 
 from spice_initial_draw import QEMU_10_1_REMOTE, Client, EventKind, patterns
+from spice_initial_draw.server import QEMU_DIRECT
 from spice_initial_draw.testing import FRAME_TIMEOUT, INITIAL_FRAME_WINDOW
+from spice_initial_draw.testing.bad_scanouts import warnings_naming
 from spice_initial_draw.testing.expect import shows_initial_frame_or_nothing
 
 W, H = 1280, 720
@@ -80,3 +82,35 @@ def test_idle_vm_gets_no_draw_on_connect_and_patched_shows_it(make_server, varia
         # at once: by the initial frame or one refresh, in INITIAL_FRAME_WINDOW
         shows_initial_frame_or_nothing(cli, image, variant, INITIAL_FRAME_WINDOW, 3.0)
         assert len(draws(srv)) == 1, "QEMU 10.1 does not draw on connect"
+
+
+# how the shim's QEMU disables the scanout (the shim's SCANOUT event), by mode
+DISABLE_FORMS = {QEMU_10_1_REMOTE: "QEMU 10.1: gl_scanout2, 0 planes, no arrays",
+                 QEMU_DIRECT: "gl_scanout, fd -1, 0x0"}
+
+
+@pytest.mark.parametrize("qemu", DISABLE_FORMS)
+def test_scanout_disable_as_the_qemu_played_and_silent(make_server, variant, qemu):
+    """The shim disables the scanout as the QEMU it plays does
+    (Display.scanout_disable()'s default): QEMU 10.1 with
+    spice_qxl_gl_scanout2 and 0 planes, QEMU before 10.1 with
+    spice_qxl_gl_scanout and fd -1.  spice-server takes either without a
+    word (hardening 1; stock 0.16.0 has no warning for either), and the
+    next scanout's draw is completed once."""
+    srv = make_server(qemu=qemu, variant=variant)
+    d = srv.display(0)
+    d.scanout(patterns.quadrants(W, H))
+    mark = srv.output_mark()
+    d.scanout_disable()
+    assert srv.events(EventKind.SCANOUT)[-1].text == f"scanout disable ({DISABLE_FORMS[qemu]})"
+    d.scanout(patterns.quadrants(W, H, colours=(patterns.BLUE,) * 4))
+    if qemu == QEMU_10_1_REMOTE:
+        d.update()
+        h = d.wait_draw(1, FRAME_TIMEOUT)
+    else:
+        h = d.draw()
+    h.wait(FRAME_TIMEOUT)
+    time.sleep(0.2)
+    assert [e.cookie for e in srv.events(EventKind.DRAW_DONE)] == [h.cookie]
+    assert not warnings_naming(srv.output(mark), "."), srv.output(mark)
+    assert srv.alive()

@@ -6,7 +6,7 @@
  *   - spice_qxl_gl_scanout{,2}, spice_qxl_gl_draw_async   (QEMU -> spice)
  *   - gst_dmabuf_allocator_alloc{,_with_flags}             (spice -> GStreamer)
  *   - gst_app_sink_pull_sample                             (spice -> GStreamer)
- *   - close, dup, mmap/mmap64, read                        (libc)
+ *   - close, dup, mmap/mmap64, read, fcntl/fcntl64         (libc)
  * and keeps an fd ownership ledger (the fds QEMU gave spice, the fds
  * wrapped in a GstMemory, keyed by (fd, inode)) plus named park points
  * where the calling thread blocks until the test releases it.
@@ -68,6 +68,8 @@ static int (*real_dup)(int);
 static void *(*real_mmap)(void *, size_t, int, int, int, off_t);
 static void *(*real_mmap64)(void *, size_t, int, int, int, off_t);
 static ssize_t (*real_read)(int, void *, size_t);
+static int (*real_fcntl)(int, int, ...);
+static int (*real_fcntl64)(int, int, ...);
 
 static void *next_sym(const char *name)
 {
@@ -466,6 +468,52 @@ ssize_t read(int fd, void *buf, size_t n)
         point("worker:read");
     }
     return real_read(fd, buf, n);
+}
+
+/* fcntl() made inside a scanout call: spice probing QEMU's fds on QEMU's
+ * thread (hardening 1 no longer does).  Outside one, only F_DUPFD_CLOEXEC
+ * is recorded: the shim's dup() of each scanout's buffer, which shows that
+ * a library loaded after this one (the shim, like libspice-server) has
+ * its fcntl() calls seen here. */
+static void fcntl_seen(int fd, int cmd)
+{
+    if (!ctl || (!in_scanout && cmd != F_DUPFD_CLOEXEC)) {
+        return;
+    }
+    int errno_save = errno;
+    record(EV_FCNTL, fd, cmd, fd_ino(fd), in_scanout ? 1 : 0, "fcntl cmd %d%s",
+           cmd, in_scanout ? " in a scanout call" : "");
+    errno = errno_save;
+}
+
+/* asm names, as mmap's: with _FILE_OFFSET_BITS=64 the headers redirect
+ * fcntl to fcntl64.  The third argument, if any, is an int or a pointer:
+ * passed on as one. */
+int sid_races_fcntl(int, int, ...) __asm__("fcntl");
+int sid_races_fcntl64(int, int, ...) __asm__("fcntl64");
+
+int sid_races_fcntl(int fd, int cmd, ...)
+{
+    REAL(real_fcntl, "fcntl");
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    fcntl_seen(fd, cmd);
+    return real_fcntl(fd, cmd, arg);
+}
+
+/* what callers built with _FILE_OFFSET_BITS=64 call (meson's default:
+ * libspice-server and the shim) */
+int sid_races_fcntl64(int fd, int cmd, ...)
+{
+    REAL(real_fcntl64, "fcntl64");
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    fcntl_seen(fd, cmd);
+    return real_fcntl64(fd, cmd, arg);
 }
 
 /* ---- spice-server's public API (QEMU's thread) ----------------------------- */

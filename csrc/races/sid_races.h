@@ -70,6 +70,10 @@ enum {
     EV_SCANOUT_DONE = 10,/* QEMU: spice_qxl_gl_scanout returned */
     EV_PULLED = 11,      /* spice pulled an encoded sample */
     EV_REUSED_BY = 12,   /* the race library itself put a memfd at fd */
+    EV_FCNTL = 13,       /* fcntl() of fd (ino), fd2 = cmd, ino2 = 1 if
+                            made inside spice_qxl_gl_scanout{,2} (by spice,
+                            on QEMU's thread), else 0 (only F_DUPFD_CLOEXEC
+                            is recorded there: the shim's dup of a scanout) */
     EV_PARK_TIMEOUT = 50,
     EV_USE_AFTER_CLOSE = 100, /* GStreamer mapped a closed fd */
     EV_REUSED_FD = 101,       /* ... whose number now names another file */

@@ -455,11 +455,15 @@ class Display:
                           y0_top, separate_fds)
         self.width, self.height = width, height
 
-    def scanout_disable(self, qemu_10_1: bool = False) -> None:
+    def scanout_disable(self, qemu_10_1: bool | None = None) -> None:
         """QEMU disables the scanout, as QEMU calls spice: before 10.1,
         spice_qxl_gl_scanout with fd -1 and 0x0; QEMU 10.1 (qemu_10_1),
         spice_qxl_gl_scanout2 with 0 planes, NULL arrays, 0x0,
-        DRM_FORMAT_INVALID and DRM_FORMAT_MOD_INVALID."""
+        DRM_FORMAT_INVALID and DRM_FORMAT_MOD_INVALID.  By default, as the
+        QEMU the server plays: QEMU 10.1's in QEMU_10_1_REMOTE mode, the
+        older one in QEMU_DIRECT mode (QEMU before 10.1)."""
+        if qemu_10_1 is None:
+            qemu_10_1 = self.server.qemu == QEMU_10_1_REMOTE
         self.server._call("scanout_disable", self.index, qemu_10_1)
         self.width = self.height = 0
 

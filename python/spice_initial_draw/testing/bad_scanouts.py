@@ -71,15 +71,26 @@ def _kw(**over: Any) -> dict[str, Any]:
     return kw
 
 
+# five planes, each its own dup() of one memfd (spice owns all five)
+PLANES_5 = [("memfd", 0, STRIDE)] * 5
+
 # spice-server's own words (stock where it has any, else the series'
 # hardening: red-qxl for planes and fds, the encoder for what it maps, the GL
 # stream for the size it streams) for each problem.
+# Not bad input, so not here:
+# - spice_qxl_gl_scanout2 with 0 planes is QEMU 10.1's own disable (NULL
+#   arrays, 0x0): a silent disable, tests/test_bad_scanouts.py's
+#   test_scanout_disable_* (both of QEMU's forms);
+# - a number that is not an open fd: QEMU passes spice the fds it opened
+#   (a dup() of the guest's dmabuf), and spice owns and closes them.  spice
+#   no longer probes them with fcntl() on QEMU's thread (hardening 1), and
+#   no probe could tell QEMU's file from another one at the same number; a
+#   server given a closed number would close() it at the next scanout,
+#   when it may name another of QEMU's files.  There is no right outcome to
+#   assert: the contract is that QEMU passes open fds.
 CASES = [
     BadScanout("fd-minus-1", _kw(fd=-1),
                r"no file descriptor \(-1\)", "fd -1 with a 320x240 geometry"),
-    BadScanout("closed-fd", _kw(fd="closed"),
-               r"file descriptor \d+: Bad file descriptor",
-               "a number that is not an open fd"),
     BadScanout("pipe-fd", _kw(fd="pipe"),
                r"size of the DMA-BUF: Illegal seek", "a pipe (not mappable)"),
     BadScanout("socket-fd", _kw(fd="socket"),
@@ -107,11 +118,8 @@ CASES = [
                r"stride 640, less than a line", "stride = width x 2"),
     BadScanout("unsupported-fourcc", _kw(fourcc=BAD_FOURCC),
                r"format.*(0x20203859|538982489)", "fourcc 'Y8  '"),
-    BadScanout("planes-0", _kw(scanout2=True, num_planes=0),
-               r"invalid GL scanout: 0 planes", "spice_qxl_gl_scanout2, 0 planes"),
-    BadScanout("planes-5", _kw(scanout2=True,
-                               planes=[("memfd", 0, STRIDE)] * 5),
-               r"invalid GL scanout: 5 planes|num_planes <= 4",
+    BadScanout("planes-5", _kw(scanout2=True, planes=PLANES_5),
+               r"invalid GL scanout: 5 planes, at most 4 are supported|num_planes <= 4",
                "spice_qxl_gl_scanout2, 5 planes"),
     BadScanout("multi-plane-video", _kw(scanout2=True, fourcc=NV12,
                                         memfd_size=W * H * 3 // 2,
