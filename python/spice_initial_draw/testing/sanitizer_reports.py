@@ -123,6 +123,21 @@ def _handed_over_block(rep: str) -> bool:
     return sorted(kinds) == ["allocation", "freed by a library"]
 
 
+def _release_data_of_a_weak_ref(rep: str) -> bool:
+    """The encoder's release data read in its GstMemory weak-ref callback
+    against its allocation (see FALSE_POSITIVES)."""
+    kinds = []
+    for raw, frames in zip(access_frames(rep), access_stacks(rep)):
+        runtime = raw[0][0] if raw and INTERCEPTOR.search(raw[0][1]) else ""
+        if runtime in ALLOCATORS:
+            kinds.append("allocation")
+        elif frames and frames[0][0] == "spice_gst_mem_release_cb":
+            kinds.append("weak-ref callback")
+        else:
+            kinds.append("other")
+    return sorted(kinds) == ["allocation", "weak-ref callback"]
+
+
 # Reports TSan makes that are not races, each matched on the frames of its
 # racing accesses, with why it is not one.  Matched reports are shown
 # apart, by name, and do not count.
@@ -138,6 +153,15 @@ FALSE_POSITIVES: dict[str, tuple[object, str]] = {
         "does not see. A use of the block by spice after the hand-over "
         "would be reported with spice's frame as that access, not its "
         "allocation; a free while it is in use is ASan's."),
+    "release data handed over with the GstMemory": (
+        _release_data_of_a_weak_ref,
+        "core 5: encode_dmabuf() allocates and fills the release data, then "
+        "registers it with gst_mini_object_weak_ref() on the DMA-BUF's "
+        "GstMemory and pushes the buffer; the callback reads it in whichever "
+        "GStreamer thread drops the memory. GStreamer orders the two through "
+        "the weak-ref list's lock and appsrc's queue (GLib bit locks and "
+        "futex-based mutexes), which TSan does not see. Matched only against "
+        "the block's allocation: any other access of the callback counts."),
 }
 
 
