@@ -10,7 +10,7 @@ import pytest
 from spice_initial_draw import patterns
 from spice_initial_draw.testing import FRAME_TIMEOUT, VIDEO_CODECS
 from spice_initial_draw.testing.assertions import probe_matches, wait_shows
-from spice_initial_draw.testing.expect import per_variant
+from spice_initial_draw.testing.expect import frame_of_the_draw_decoded, per_variant
 
 
 @pytest.mark.parametrize("codec", VIDEO_CODECS)
@@ -39,7 +39,15 @@ def test_draw_after_connect_shows_pattern(make_server, make_client, variant,
             break
         except AssertionError:
             d.draw().wait(FRAME_TIMEOUT)
-    wait_shows(cli, drawn, FRAME_TIMEOUT)
-    shown = cli.frame_showing(lambda probes: all(probe_matches(probes, drawn)))
-    assert shown is not None, "the surface shows the draw, but no decoded frame did"
+    try:
+        wait_shows(cli, drawn, per_variant(variant, patched=FRAME_TIMEOUT, stock=2.0))
+        shown = True
+    except AssertionError:
+        shown = False
+    # stock MJPEG: ten draws of a fresh 1080p pipeline, all dropped as late,
+    # were seen (2026-12-08): chance there, as frame_of_the_draw_decoded says
+    frame_of_the_draw_decoded(shown, variant, codec, "no frame showed the guest's draw")
+    if shown:
+        frame = cli.frame_showing(lambda probes: all(probe_matches(probes, drawn)))
+        assert frame is not None, "the surface shows the draw, but no decoded frame did"
     assert cli.stream_codec() == codec
